@@ -1,0 +1,68 @@
+"""batchkit: turn a one-row function into a durable, resumable, parallel batch job.
+
+Rows live in Polars frames persisted to DuckDB; per-row status columns are the
+checkpoints, so a crash, a Ctrl-C or a closed laptop loses nothing.
+
+Example:
+    >>> import polars as pl, batchkit as bk
+    >>> batch = bk.Batch("squares", store=":memory:")
+    >>> batch.add(pl.DataFrame({"n": [1, 2, 3]}), key="n")
+    3
+    >>> report = batch.run(lambda row: {"square": row["n"] ** 2}, progress=False)
+    >>> batch.counts()
+    {'pending': 0, 'running': 0, 'done': 3, 'failed': 0}
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._batch import DEFAULT_STORE, Batch
+from ._clock import Clock, SystemClock
+from ._errors import (
+    BatchkitError,
+    ConfigError,
+    ItemTimeout,
+    Permanent,
+    SchemaError,
+    StoreError,
+    StoreInUseError,
+    StoreVersionError,
+    Transient,
+)
+from ._executors import BACKENDS
+from ._policy import RetryPolicy, classify, redact
+from ._report import RunReport
+from ._store import STATUS_COLUMNS, STATUSES
+from ._worker import ItemContext, current_item
+
+try:
+    __version__ = version("batchkit")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_STORE",
+    "STATUSES",
+    "STATUS_COLUMNS",
+    "Batch",
+    "BatchkitError",
+    "Clock",
+    "ConfigError",
+    "ItemContext",
+    "ItemTimeout",
+    "Permanent",
+    "RetryPolicy",
+    "RunReport",
+    "SchemaError",
+    "StoreError",
+    "StoreInUseError",
+    "StoreVersionError",
+    "SystemClock",
+    "Transient",
+    "__version__",
+    "classify",
+    "current_item",
+    "redact",
+]

@@ -1,0 +1,410 @@
+"""``Batch``: the public face of a batch of rows in a store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ._clock import Clock, SystemClock
+from ._errors import ConfigError, SchemaError
+from ._policy import RetryPolicy
+from ._progress import TqdmProgress
+from ._report import RunReport
+from ._runner import Runner, check_function, make_options
+from ._store import (
+    RESERVED_COLUMNS,
+    STATUS_COLUMNS,
+    Store,
+    check_batch_name,
+    check_storable_schema,
+)
+
+__all__ = ["DEFAULT_STORE", "Batch"]
+
+#: The store used when none is given (override with the BATCHKIT_STORE variable).
+DEFAULT_STORE = "batchkit.duckdb"
+
+_STORES: dict[str, tuple[Store, int]] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _open_store(path: str, read_only: bool) -> Store:
+    """One Store per file per process (DuckDB allows one writing process per file)."""
+    key = path if path == ":memory:" else str(Path(path).expanduser().resolve())
+    with _STORES_LOCK:
+        if key in _STORES and key != ":memory:":
+            store, refs = _STORES[key]
+            _STORES[key] = (store, refs + 1)
+            return store
+        store = Store(path, read_only=read_only)
+        if key != ":memory:":
+            _STORES[key] = (store, 1)
+        return store
+
+
+def _close_store(store: Store) -> None:
+    key = store.path if store.path == ":memory:" else str(Path(store.path).expanduser()
+                                                           .resolve())
+    with _STORES_LOCK:
+        if key in _STORES:
+            s, refs = _STORES[key]
+            if refs > 1:
+                _STORES[key] = (s, refs - 1)
+                return
+            del _STORES[key]
+    store.close()
+
+
+def _key_columns(frame: pl.DataFrame, key: str | Sequence[str] | None) -> list[str] | None:
+    if key is None:
+        return None
+    cols = [key] if isinstance(key, str) else list(key)
+    if not cols or not all(isinstance(c, str) for c in cols):
+        raise ConfigError(
+            f"key must be a column name, a list of column names, or None (a hash of the "
+            f"whole row), got {key!r}")
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"key column(s) {missing} not in the frame; its columns are {frame.columns}. "
+            "Pass key= one of them, or key=None to use a hash of each row")
+    return cols
+
+
+def _hash_rows(frame: pl.DataFrame) -> pl.Series:
+    """A stable hash per row (same values give the same key across runs and versions)."""
+    parts = []
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested() or isinstance(dtype, (pl.Object, pl.Binary)):
+            values = [json.dumps(v, default=str, sort_keys=True)
+                      for v in frame[name].to_list()]
+            parts.append(pl.Series(name, values, dtype=pl.String))
+        else:
+            parts.append(frame[name].cast(pl.String).fill_null("\x00"))
+    joined = pl.DataFrame(parts).select(
+        pl.concat_str(pl.all(), separator="\x1f")).to_series().to_list()
+    return pl.Series("_key", [hashlib.blake2b(s.encode(), digest_size=12).hexdigest()
+                              for s in joined], dtype=pl.String)
+
+
+def _make_keys(frame: pl.DataFrame, cols: list[str] | None) -> pl.Series:
+    if cols is None:
+        return _hash_rows(frame)
+    nulls = frame.select(pl.any_horizontal(pl.col(cols).is_null()).arg_true()).to_series()
+    if nulls.len():
+        raise SchemaError(
+            f"key column(s) {cols} are null in {nulls.len()} row(s) (first at row "
+            f"{nulls[0]}); fill or drop those rows, e.g. df.drop_nulls({cols!r})")
+    if len(cols) == 1:
+        col = frame[cols[0]]
+        if col.dtype.is_nested():
+            raise SchemaError(f"key column {cols[0]!r} is {col.dtype}; use a scalar column")
+        keys = col.cast(pl.String)
+    else:
+        keys = frame.select(pl.struct(cols).struct.json_encode()).to_series()
+    dup = keys.is_duplicated()
+    if dup.any():
+        examples = keys.filter(dup).unique(maintain_order=True).head(3).to_list()
+        raise SchemaError(
+            f"{int(dup.sum())} rows share a key in column(s) {cols}, e.g. {examples}; keys "
+            "must be unique within a frame. Deduplicate first (df.unique(subset=...)) or "
+            "choose more key columns")
+    return keys.alias("_key")
+
+
+class Batch:
+    """A named batch of rows in a DuckDB store: add rows, run a function, read results.
+
+    Args:
+        name: the batch name (a table of that name holds its rows).
+        store: the DuckDB file; opened or created. Defaults to ``$BATCHKIT_STORE`` or
+            ``batchkit.duckdb`` in the working folder.
+        clock: time source (tests pass ``batchkit.testing.FakeClock``).
+        seed: seed of the backoff jitter.
+
+    Example:
+        >>> import polars as pl, batchkit as bk
+        >>> b = bk.Batch("doc", store=":memory:")
+        >>> b.add(pl.DataFrame({"n": [1, 2, 3]}), key="n")
+        3
+        >>> b.run(lambda row: {"sq": row["n"] ** 2}, progress=False).outcome
+        'completed'
+        >>> b.results()["sq"].to_list()
+        [1, 4, 9]
+    """
+
+    def __init__(self, name: str, store: str | os.PathLike[str] | None = None, *,
+                 clock: Clock | None = None, seed: int | None = None) -> None:
+        self.name = check_batch_name(name)
+        path = os.fspath(store) if store is not None else os.environ.get(
+            "BATCHKIT_STORE", DEFAULT_STORE)
+        self.store_path = path
+        self._store: Store | None = _open_store(path, read_only=False)
+        self.clock: Clock = clock or SystemClock()
+        self._rng = random.Random(seed)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The open store (raises once the batch is closed)."""
+        if self._store is None:
+            raise ConfigError(f"batch {self.name!r} is closed; open it again with "
+                              f"bk.Batch({self.name!r}, store={self.store_path!r})")
+        return self._store
+
+    def close(self) -> None:
+        """Release the store file so other processes can open it."""
+        if self._store is not None:
+            _close_store(self._store)
+            self._store = None
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- adding --------------------------------------------------------------------------
+
+    def add(self, frame: pl.DataFrame, key: str | Sequence[str] | None = None) -> int:
+        """Persist rows; return how many were new (rows with a known key are skipped).
+
+        Args:
+            frame: the rows, one item per row.
+            key: the column (or list of columns) that identifies a row, or None to use
+                a hash of the whole row.
+
+        An empty frame adds nothing and returns 0.
+
+        Example:
+            >>> import polars as pl, batchkit as bk
+            >>> b = bk.Batch("adds", store=":memory:")
+            >>> b.add(pl.DataFrame({"id": [1, 2]}), key="id"), b.add(
+            ...     pl.DataFrame({"id": [2, 3]}), key="id")
+            (2, 1)
+        """
+        if isinstance(frame, pl.LazyFrame):
+            frame = frame.collect()
+        if not isinstance(frame, pl.DataFrame):
+            raise ConfigError(
+                f"add() takes a polars DataFrame, got {type(frame).__name__}; convert with "
+                "pl.from_pandas(df) or pl.DataFrame(rows)")
+        if frame.width == 0:
+            raise SchemaError("the frame has no columns; add a frame with at least one column")
+        clash = [c for c in frame.columns if c in RESERVED_COLUMNS]
+        if clash:
+            raise SchemaError(
+                f"column(s) {clash} collide with batchkit's own columns "
+                f"({sorted(RESERVED_COLUMNS)}); rename them, e.g. "
+                f"df.rename({{{clash[0]!r}: {clash[0].lstrip('_')!r}}})")
+        check_storable_schema(frame.schema)
+        cols = _key_columns(frame, key)
+        info = self.store.batch_info(self.name)
+        if info is not None:
+            if info.key_columns != (tuple(cols) if cols is not None else None):
+                raise SchemaError(
+                    f"batch {self.name!r} is keyed by "
+                    f"{list(info.key_columns) if info.key_columns else 'a hash of the row'}"
+                    f", not {cols if cols else 'a hash of the row'}; add with the same key")
+            self._check_schema(frame, info.input_schema)
+            frame = frame.select(list(info.input_schema))
+        if frame.height == 0:
+            return 0
+        keys = _make_keys(frame, cols)
+        staged = frame.with_columns(keys, pl.int_range(frame.height, dtype=pl.Int64)
+                                    .alias("_ord"))
+        return self.store.add(self.name, cols, staged)
+
+    def _check_schema(self, frame: pl.DataFrame, schema: pl.Schema) -> None:
+        missing = [c for c in schema if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in schema]
+        changed = [f"{c}: {schema[c]} -> {frame.schema[c]}" for c in schema
+                   if c in frame.columns and frame.schema[c] != schema[c]]
+        if missing or extra or changed:
+            raise SchemaError(
+                f"the frame does not match batch {self.name!r}: missing {missing}, extra "
+                f"{extra}, other types {changed}. Select and cast to the batch's columns "
+                f"({dict(schema)}), or use a new batch name")
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, fn: Callable[..., Any], *, workers: int | None = None,
+            chunk_size: int | None = None, backend: str = "threads",
+            retries: int | RetryPolicy = 3, timeout: float | None = None,
+            on_error: str = "skip", max_failure_rate: float | None = None,
+            only: str | pl.Expr | None = None, progress: bool | str = "auto") -> RunReport:
+        """Run ``fn`` over every pending row (or the rows ``only`` selects).
+
+        Args:
+            fn: the one-row function: ``fn(row: dict) -> dict`` of new columns (a scalar
+                is stored under the function's name; None adds nothing). A function of
+                two arguments also gets an ``ItemContext`` (batch, key, attempt,
+                ``idempotency_key``).
+            workers: parallel workers (default: 4 per CPU, at most 32, for threads; one
+                per CPU for processes).
+            chunk_size: rows per chunk; None sizes chunks automatically (about half a
+                second of work each: small for slow rows, large for fast ones).
+            backend: ``"threads"`` (I/O-bound rows), ``"processes"`` (CPU-bound rows,
+                survives crashing rows) or ``"sequential"`` (one thread, for debugging).
+            retries: retries of transient errors (or a ``RetryPolicy``).
+            timeout: seconds a row may run before it fails with ``ItemTimeout``.
+            on_error: ``"skip"`` records failed rows and goes on; ``"halt"`` stops at
+                the first failed row.
+            max_failure_rate: halt when more than this share of ended rows failed
+                (judged after 10 rows).
+            only: ``"failed"`` re-runs the failed rows only; a Polars expression over
+                ``items()`` re-runs the rows it selects (done ones included).
+            progress: a progress bar: True, False or ``"auto"`` (in a terminal or notebook).
+
+        Returns:
+            A ``RunReport``. Errors of single rows are never raised; they are stored.
+
+        Example:
+            >>> import polars as pl, batchkit as bk
+            >>> b = bk.Batch("runs", store=":memory:")
+            >>> _ = b.add(pl.DataFrame({"x": [1, 0, 2]}), key="x")
+            >>> r = b.run(lambda row: {"inv": 1 / row["x"]}, retries=0, progress=False)
+            >>> r.succeeded, r.failed
+            (2, 1)
+        """
+        options = make_options(backend=backend, workers=workers, chunk_size=chunk_size,
+                               retries=retries, timeout=timeout, on_error=on_error,
+                               max_failure_rate=max_failure_rate, progress=progress)
+        fn_name = check_function(fn, options.backend)
+        info = self.store.batch_info(self.name)
+        if info is None:
+            from ._report import RunReport as _R
+
+            return _R(self.name, "-", "empty", self.counts(), 0, 0, 0, 0, 0, 0, 0.0,
+                      halt_reason=None)
+        selected = self._select(only)
+        observers: list[Any] = []
+        if options.progress:
+            observers.append(TqdmProgress(self.name))
+        try:
+            runner = Runner(self.store, self.name, fn, fn_name, options, clock=self.clock,
+                            rng=self._rng, selected=selected, observers=observers)
+            return runner.run()
+        finally:
+            if selected:
+                self.store.clear_selection()
+
+    def _select(self, only: str | pl.Expr | None) -> bool:
+        if only is None:
+            return False
+        if isinstance(only, str):
+            if only != "failed":
+                raise ConfigError(
+                    f"only must be 'failed', a Polars expression over batch.items() (e.g. "
+                    f"pl.col('_status') == 'failed'), or None; got {only!r}")
+            ids = self.store.query(
+                f'SELECT _id FROM "{self.name}" WHERE _status = \'failed\'')["_id"]
+            self.store.select_ids(self.name, ids, requeue_failed=True, requeue_done=False)
+            return True
+        if isinstance(only, pl.Expr):
+            items = self.items()
+            try:
+                ids = items.filter(only)["_id"]
+            except pl.exceptions.PolarsError as exc:
+                raise ConfigError(
+                    f"the only= expression cannot be evaluated over batch.items(): {exc}. "
+                    f"Columns available: {items.columns}") from None
+            self.store.select_ids(self.name, ids, requeue_failed=True, requeue_done=True)
+            return True
+        raise ConfigError(f"only must be 'failed', a Polars expression or None, got "
+                          f"{type(only).__name__}")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status: pending, running, done, failed (zeros included).
+
+        Example:
+            >>> import batchkit as bk
+            >>> bk.Batch("none", store=":memory:").counts()
+            {'pending': 0, 'running': 0, 'done': 0, 'failed': 0}
+        """
+        return self.store.counts(self.name)
+
+    def results(self) -> pl.DataFrame:
+        """Done rows: the input columns and the columns the function returned.
+
+        A returned column with an input column's name replaces it here (the input
+        stays in the store).
+        """
+        if self.store.batch_info(self.name) is None:
+            return pl.DataFrame()
+        return self.store.read(self.name, where="i._status = 'done'")
+
+    def failed(self) -> pl.DataFrame:
+        """The dead-letter list: failed rows with key, inputs and error details.
+
+        Columns: ``key``, the input columns, ``error_type``, ``error_message``,
+        ``attempts``, ``retryable`` (True when the last error was transient, so a
+        later ``run(fn, only="failed")`` may well succeed), ``finished_at`` and
+        ``error_trace``.
+        """
+        if self.store.batch_info(self.name) is None:
+            return pl.DataFrame()
+        frame = self.store.read(self.name, where="i._status = 'failed'", status_columns=True,
+                                results=False)
+        return frame.select(
+            pl.col("_key").alias("key"),
+            *[pl.col(c) for c in self.store.batch_info(self.name).input_schema],  # type: ignore[union-attr]
+            pl.col("_error_type").alias("error_type"),
+            pl.col("_error_message").alias("error_message"),
+            pl.col("_attempts").alias("attempts"),
+            pl.col("_retryable").alias("retryable"),
+            pl.col("_finished_at").alias("finished_at"),
+            pl.col("_error_trace").alias("error_trace"),
+        )
+
+    def items(self) -> pl.DataFrame:
+        """Every row with its status columns (``_id``, ``_key``, inputs, results, ``_status`` ...)."""
+        if self.store.batch_info(self.name) is None:
+            return pl.DataFrame()
+        return self.store.read(self.name, status_columns=True)
+
+    def export(self, path: str | os.PathLike[str], *, rows: str = "done",
+               status_columns: bool = False) -> int:
+        """Write rows to a Parquet file; return how many were written.
+
+        Args:
+            path: the Parquet file to write.
+            rows: ``"done"`` (default), ``"failed"`` or ``"all"``.
+            status_columns: also write ``_id``, ``_key`` and the status columns.
+        """
+        where = {"done": "i._status = 'done'", "failed": "i._status = 'failed'",
+                 "all": "TRUE"}
+        if rows not in where:
+            raise ConfigError(f"rows must be one of {list(where)}, got {rows!r}")
+        target = Path(os.fspath(path))
+        if not target.parent.exists():
+            raise ConfigError(f"folder {str(target.parent)!r} does not exist; create it first")
+        if self.store.batch_info(self.name) is None:
+            pl.DataFrame().write_parquet(target)
+            return 0
+        return self.store.export(self.name, str(target), where=where[rows],
+                                 status_columns=status_columns)
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (f"Batch({self.name!r}, store={self.store_path!r}: "
+                + ", ".join(f"{v:,} {k}" for k, v in c.items()) + ")")
+
+    def _repr_html_(self) -> str:
+        c = self.counts()
+        cells = "".join(f"<td>{v:,} {k}</td>" for k, v in c.items())
+        return (f"<div><b>Batch</b> <code>{self.name}</code> in "
+                f"<code>{self.store_path}</code><table><tr>{cells}</tr></table></div>")
+
+

@@ -1,0 +1,652 @@
+"""The DuckDB store: the only module that imports duckdb or writes SQL.
+
+Layout of a store file (plain DuckDB; query it with SQL when no run holds it)::
+
+    _batchkit_meta     key, value                     schema_version, created_by
+    _batchkit_batches  name, key_columns, input_schema (Polars IPC), created_at
+    _batchkit_runs     run_id, batch, pid, started_at, finished_at, outcome, function, options
+    "<batch>"          one row per item: _id, _key, the input columns, then the status
+                       columns (_status, _attempts, _error_type, ... see STATUS_COLUMNS)
+    "<batch>__results" _id and the columns the function returned (done rows only)
+
+Every state change of items happens in one transaction per group of chunks, written
+by the driver alone (workers never touch the store).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from ._errors import ConfigError, SchemaError, StoreError, StoreInUseError, StoreVersionError
+from ._types import fill_null_leaves, has_null_leaf, merge_dtypes
+
+__all__ = ["STATUSES", "STATUS_COLUMNS", "SCHEMA_VERSION", "Store"]
+
+SCHEMA_VERSION = 1
+
+STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
+
+#: The columns batchkit adds to every item, with their DuckDB types.
+STATUS_COLUMNS: dict[str, str] = {
+    "_status": "VARCHAR",  # pending | running | done | failed
+    "_attempts": "INTEGER",  # attempts dispatched so far (counted at dispatch)
+    "_attempts_base": "INTEGER",  # _attempts when the row was last (re)queued
+    "_error_type": "VARCHAR",  # exception class of the last failed attempt
+    "_error_message": "VARCHAR",  # its message, secrets redacted
+    "_error_trace": "VARCHAR",  # the last frames of its traceback
+    "_retryable": "BOOLEAN",  # failed rows: was the last error transient?
+    "_not_before": "DOUBLE",  # pending retries: epoch seconds of the earliest next attempt
+    "_started_at": "TIMESTAMP",  # UTC, when the last attempt was dispatched
+    "_finished_at": "TIMESTAMP",  # UTC, when the last attempt ended
+    "_duration_s": "DOUBLE",  # how long the last attempt ran in the function
+    "_run_id": "VARCHAR",  # the run that touched the row last
+    "_added_at": "TIMESTAMP",  # UTC, when the row was added
+}
+RESERVED_COLUMNS = frozenset({"_id", "_key", *STATUS_COLUMNS})
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def _q(name: str) -> str:
+    """Quote an identifier for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def check_batch_name(name: str) -> str:
+    """Validate a batch name (it becomes a table name)."""
+    if not isinstance(name, str) or not _NAME.match(name) or "__" in name:
+        raise ConfigError(
+            f"batch name must start with a letter and hold only letters, digits and single "
+            f"underscores (at most 63 characters), got {name!r}; e.g. 'leads' or 'leads_2026'"
+        )
+    return name
+
+
+def _schema_to_bytes(schema: pl.Schema) -> bytes:
+    buf = io.BytesIO()
+    pl.DataFrame(schema=schema).write_ipc(buf)
+    return buf.getvalue()
+
+
+def _schema_from_bytes(data: bytes) -> pl.Schema:
+    return pl.read_ipc(io.BytesIO(data)).schema
+
+
+def _storable(dtype: pl.DataType) -> pl.DataType | None:
+    """The dtype a column is stored as, if not itself (Durations as Int64)."""
+    if isinstance(dtype, pl.Duration):
+        return pl.Int64()
+    return None
+
+
+def _contains(dtype: pl.DataType, kinds: tuple[type, ...]) -> bool:
+    if isinstance(dtype, kinds):
+        return True
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return _contains(dtype.inner, kinds)
+    if isinstance(dtype, pl.Struct):
+        return any(_contains(f.dtype, kinds) for f in dtype.fields)
+    return False
+
+
+def check_storable_schema(schema: pl.Schema) -> None:
+    """Raise SchemaError for columns DuckDB cannot hold exactly."""
+    for name, dtype in schema.items():
+        if isinstance(dtype, (pl.Int128, pl.Object)) or (
+            not isinstance(dtype, pl.Duration) and _contains(dtype, (pl.Duration, pl.Int128,
+                                                                    pl.Object))
+        ):
+            raise SchemaError(
+                f"column {name!r} has type {dtype}, which the store cannot hold exactly; "
+                "cast it first (e.g. to Int64 or String) with df.with_columns(...)"
+            )
+
+
+def to_store_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Convert columns to the physical types they are stored as."""
+    casts = {n: t for n, d in frame.schema.items() if (t := _storable(d)) is not None}
+    if not casts:
+        return frame
+    return frame.with_columns(pl.col(n).to_physical().cast(t) for n, t in casts.items())
+
+
+def from_store_frame(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """Cast columns read from DuckDB back to the exact Polars types they were added with."""
+    exprs = []
+    for name, dtype in schema.items():
+        if name in frame.columns and frame.schema[name] != dtype:
+            exprs.append(pl.col(name).cast(dtype))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What the store knows of a batch."""
+
+    name: str
+    key_columns: tuple[str, ...] | None  # None: the key is a hash of the row
+    input_schema: pl.Schema
+    created_at: datetime
+
+
+class Store:
+    """An open store file (one DuckDB connection, used by one thread at a time).
+
+    Example:
+        >>> s = Store(":memory:")
+        >>> s.batch_names()
+        []
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            if not parent.exists():
+                raise ConfigError(
+                    f"store folder {str(parent)!r} does not exist; create it or choose "
+                    "another store path"
+                )
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                pid = _LOCK_PID.search(text)
+                raise StoreInUseError(self.path, int(pid.group(1)) if pid else None) from None
+            raise StoreError(f"cannot open store {self.path!r}: {text}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"cannot open store {self.path!r}: {exc}. Is it a DuckDB file written by "
+                "batchkit?"
+            ) from exc
+        self.lock = threading.RLock()
+        self._rows: list[tuple[Any, ...]] = []
+        self._results_schema: dict[str, dict[str, pl.DataType]] = {}
+        self._info: dict[str, BatchInfo] = {}
+        self._init_meta()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _first(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        """Execute and return the first row, or None."""
+        rows = self._exec(sql, params)
+        return rows[0] if rows else None
+
+    def _exec(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Execute one statement and fetch all its rows (DuckDB wants results finished)."""
+        self._rows = self.con.execute(sql, params).fetchall() if params is not None else \
+            self.con.execute(sql).fetchall()
+        return self._rows
+
+    def _init_meta(self) -> None:
+        tables = self._tables()
+        if "_batchkit_meta" in tables:
+            row = self._first(
+                "SELECT value FROM _batchkit_meta WHERE key = 'schema_version'"
+            )
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise StoreVersionError(self.path, found=found, supported=SCHEMA_VERSION)
+            return
+        if self.read_only:
+            return
+        from . import __version__
+
+        self._exec("BEGIN")
+        self._exec("CREATE TABLE _batchkit_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        self._exec(
+            "INSERT INTO _batchkit_meta VALUES ('schema_version', ?), ('created_by', ?)",
+            [str(SCHEMA_VERSION), f"batchkit {__version__}"],
+        )
+        self._exec(
+            "CREATE TABLE _batchkit_batches (name VARCHAR PRIMARY KEY, key_columns VARCHAR, "
+            "input_schema BLOB, created_at TIMESTAMP)"
+        )
+        self._exec(
+            "CREATE TABLE _batchkit_runs (run_id VARCHAR PRIMARY KEY, batch VARCHAR, "
+            "pid INTEGER, started_at TIMESTAMP, finished_at TIMESTAMP, outcome VARCHAR, "
+            "function VARCHAR, options VARCHAR)"
+        )
+        self._exec("COMMIT")
+
+    def _tables(self) -> set[str]:
+        rows = self._exec(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        )
+        return {r[0] for r in rows}
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+
+    def set_schema_version(self, version: int) -> None:
+        """Overwrite the stored schema version (used by tests of version checks)."""
+        self._exec(
+            "UPDATE _batchkit_meta SET value = ? WHERE key = 'schema_version'", [str(version)]
+        )
+
+    # -- batches -------------------------------------------------------------------------
+
+    def batch_names(self) -> list[str]:
+        """Names of the batches in this store."""
+        if "_batchkit_batches" not in self._tables():
+            return []
+        return [r[0] for r in self._exec(
+            "SELECT name FROM _batchkit_batches ORDER BY name")]
+
+    def batch_info(self, name: str) -> BatchInfo | None:
+        """The stored description of a batch, or None if it has no rows yet."""
+        if name in self._info:
+            return self._info[name]
+        if "_batchkit_batches" not in self._tables():
+            return None
+        row = self._first(
+            "SELECT key_columns, input_schema, created_at FROM _batchkit_batches WHERE name = ?",
+            [name],
+        )
+        if row is None:
+            return None
+        keys = json.loads(row[0])
+        info = BatchInfo(name, tuple(keys) if keys is not None else None,
+                         _schema_from_bytes(row[1]), row[2])
+        self._info[name] = info
+        return info
+
+    def _create_batch(self, name: str, key_columns: Sequence[str] | None,
+                      frame: pl.DataFrame) -> BatchInfo:
+        schema = frame.drop("_key", "_ord").schema
+        self.con.register("_bk_new", to_store_frame(frame.head(0)))
+        try:
+            status_cols = ", ".join(
+                f"CAST(NULL AS {t}) AS {_q(c)}" for c, t in STATUS_COLUMNS.items())
+            inputs = ", ".join(_q(c) for c in schema)
+            self._exec(
+                f"CREATE TABLE {_q(name)} AS SELECT CAST(0 AS BIGINT) AS _id, "
+                f"CAST(_key AS VARCHAR) AS _key, {inputs}, {status_cols} FROM _bk_new LIMIT 0"
+            )
+        finally:
+            self.con.unregister("_bk_new")
+        self._exec(f"CREATE TABLE {_q(name + '__results')} (_id BIGINT)")
+        self._exec(
+            "INSERT INTO _batchkit_batches VALUES (?, ?, ?, ?)",
+            [name, json.dumps(list(key_columns) if key_columns is not None else None),
+             _schema_to_bytes(schema), _utcnow()],
+        )
+        info = BatchInfo(name, tuple(key_columns) if key_columns is not None else None,
+                         schema, _utcnow())
+        self._info[name] = info
+        return info
+
+    def add(self, name: str, key_columns: Sequence[str] | None, frame: pl.DataFrame) -> int:
+        """Insert rows whose ``_key`` is new; return how many were inserted.
+
+        ``frame`` holds the input columns plus ``_key`` (str) and ``_ord`` (row order).
+        """
+        with self.lock:
+            self._exec("BEGIN")
+            try:
+                if self.batch_info(name) is None:
+                    self._create_batch(name, key_columns, frame)
+                info = self.batch_info(name)
+                assert info is not None
+                cols = list(info.input_schema)
+                start = self._exec(
+                    f"SELECT coalesce(max(_id), 0) FROM {_q(name)}")[0][0]
+                self.con.register("_bk_new", to_store_frame(frame))
+                try:
+                    select = ", ".join(f"v.{_q(c)}" for c in cols)
+                    self._exec(
+                        f"INSERT INTO {_q(name)} (_id, _key, {', '.join(_q(c) for c in cols)}, "
+                        "_status, _attempts, _attempts_base, _added_at) "
+                        f"SELECT ? + row_number() OVER (ORDER BY v._ord), v._key, {select}, "
+                        f"'pending', 0, 0, ? FROM _bk_new v ANTI JOIN {_q(name)} i "
+                        "ON i._key = v._key",
+                        [start, _utcnow()],
+                    )
+                    new = self._exec(
+                        f"SELECT count(*) FROM {_q(name)} WHERE _id > ?", [start])[0][0]
+                finally:
+                    self.con.unregister("_bk_new")
+                self._exec("COMMIT")
+            except BaseException:
+                self._exec("ROLLBACK")
+                self._info.pop(name, None)
+                raise
+            return int(new)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _require(self, name: str) -> BatchInfo:
+        info = self.batch_info(name)
+        if info is None:
+            raise ConfigError(
+                f"batch {name!r} has no rows in store {self.path!r}; add rows first with "
+                f"batch.add(frame, key=...). Batches here: {self.batch_names()}"
+            )
+        return info
+
+    def counts(self, name: str) -> dict[str, int]:
+        """Rows per status, every status present (zeros too)."""
+        out = dict.fromkeys(STATUSES, 0)
+        if self.batch_info(name) is None:
+            return out
+        with self.lock:
+            for status, n in self._exec(
+                f"SELECT _status, count(*) FROM {_q(name)} GROUP BY _status"
+            ):
+                out[status] = int(n)
+        return out
+
+    def results_schema(self, name: str) -> dict[str, pl.DataType]:
+        """Result columns of a batch and their Polars types (cached)."""
+        if name not in self._results_schema:
+            rel = self.con.sql(f"SELECT * FROM {_q(name + '__results')} LIMIT 0")
+            schema = dict(rel.pl().schema)
+            schema.pop("_id", None)
+            self._results_schema[name] = schema
+        return self._results_schema[name]
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a SELECT and return a Polars frame."""
+        with self.lock:
+            return self.con.sql(sql, params=list(params) if params else None).pl()
+
+    def _select_sql(self, name: str, *, where: str, status_columns: bool,
+                    results: bool, key: bool = False) -> str:
+        info = self._require(name)
+        res_cols = list(self.results_schema(name)) if results else []
+        parts = ["i._id", "i._key"] if status_columns else (["i._key"] if key else [])
+        parts += [f"r.{_q(c)}" if c in res_cols else f"i.{_q(c)}" for c in info.input_schema]
+        parts += [f"r.{_q(c)}" for c in res_cols if c not in info.input_schema]
+        if status_columns:
+            parts += [f"i.{_q(c)}" for c in STATUS_COLUMNS if c != "_attempts_base"]
+        join = f" LEFT JOIN {_q(name + '__results')} r ON r._id = i._id" if res_cols else ""
+        return (f"SELECT {', '.join(parts)} FROM {_q(name)} i{join} "
+                f"WHERE {where} ORDER BY i._id")
+
+    def read(self, name: str, *, where: str = "TRUE", params: Sequence[Any] | None = None,
+             status_columns: bool = False, results: bool = True,
+             key: bool = False) -> pl.DataFrame:
+        """Rows of a batch as Polars, input types restored exactly."""
+        info = self._require(name)
+        sql = self._select_sql(name, where=where, status_columns=status_columns,
+                               results=results, key=key)
+        return from_store_frame(self.query(sql, params), info.input_schema)
+
+    def export(self, name: str, path: str, *, where: str, status_columns: bool) -> int:
+        """Write selected rows to Parquet; return the row count."""
+        frame = self.read(name, where=where, status_columns=status_columns)
+        frame.write_parquet(path)
+        return frame.height
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def begin_run(self, name: str, run_id: str, function: str, options: dict[str, Any],
+                  *, max_attempts: int) -> int:
+        """Record a run and reclaim rows left ``running`` by a dead run.
+
+        A reclaimed row whose attempts are used up fails (retryable); the others go
+        back to pending. Returns how many rows were reclaimed.
+        """
+        with self.lock:
+            self._exec("BEGIN")
+            self._exec(
+                "INSERT INTO _batchkit_runs VALUES (?, ?, ?, ?, NULL, 'running', ?, ?)",
+                [run_id, name, os.getpid(), _utcnow(), function, json.dumps(options,
+                                                                            default=str)],
+            )
+            self._exec(
+                "UPDATE _batchkit_runs SET outcome = 'died', finished_at = ? "
+                "WHERE batch = ? AND outcome = 'running' AND run_id <> ?",
+                [_utcnow(), name, run_id],
+            )
+            n = self._exec(
+                f"UPDATE {_q(name)} SET "
+                "_status = CASE WHEN _attempts - _attempts_base >= ? THEN 'failed' "
+                "ELSE 'pending' END, "
+                "_error_type = 'RunDied', _error_message = 'the run stopped (crash, kill or "
+                "interrupt) while this row was in flight', _retryable = TRUE, "
+                "_finished_at = NULL WHERE _status = 'running'",
+                [max_attempts],
+            )[0][0]
+            self._exec("COMMIT")
+        return int(n)
+
+    def end_run(self, run_id: str, outcome: str) -> None:
+        """Record how a run ended."""
+        with self.lock:
+            self._exec(
+                "UPDATE _batchkit_runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
+                [_utcnow(), outcome, run_id],
+            )
+
+    def select_ids(self, name: str, ids: pl.Series, *, requeue_failed: bool,
+                   requeue_done: bool) -> int:
+        """Make ``ids`` this run's selection (a temp table); requeue failed/done rows of it.
+
+        Requeued rows get a fresh attempt budget (``_attempts_base = _attempts``).
+        Returns the number of rows requeued.
+        """
+        statuses = [s for s, on in (("failed", requeue_failed), ("done", requeue_done)) if on]
+        with self.lock:
+            self._exec("CREATE OR REPLACE TEMP TABLE _bk_selection (_id BIGINT)")
+            self.con.register("_bk_ids", pl.DataFrame({"_id": ids.cast(pl.Int64)}))
+            try:
+                self._exec("INSERT INTO _bk_selection SELECT DISTINCT _id FROM _bk_ids")
+            finally:
+                self.con.unregister("_bk_ids")
+            if not statuses:
+                return 0
+            placeholders = ", ".join("?" for _ in statuses)
+            self._exec("BEGIN")
+            n = self._exec(
+                f"UPDATE {_q(name)} SET _status = 'pending', _attempts_base = _attempts, "
+                "_not_before = NULL WHERE _id IN (SELECT _id FROM _bk_selection) "
+                f"AND _status IN ({placeholders})", statuses,
+            )[0][0]
+            if requeue_done:
+                self._exec(
+                    f"DELETE FROM {_q(name + '__results')} WHERE _id IN "
+                    f"(SELECT _id FROM {_q(name)} WHERE _id IN (SELECT _id FROM _bk_selection) "
+                    "AND _status = 'pending')")
+            self._exec("COMMIT")
+            return int(n)
+
+    def clear_selection(self) -> None:
+        """Drop the run's selection."""
+        with self.lock:
+            self._exec("DROP TABLE IF EXISTS _bk_selection")
+
+    def next_due(self, name: str, *, selected: bool) -> float | None:
+        """Earliest ``_not_before`` of pending rows waiting for a retry, if any."""
+        sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
+        with self.lock:
+            row = self._first(
+                f"SELECT min(coalesce(_not_before, 0)) FROM {_q(name)} "
+                f"WHERE _status = 'pending'{sel}")
+        return None if row is None or row[0] is None else float(row[0])
+
+    def count_selected(self, name: str, *, selected: bool, status: str) -> int:
+        """Rows of a status, within the selection if there is one."""
+        sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
+        with self.lock:
+            return int(self._exec(
+                f"SELECT count(*) FROM {_q(name)} WHERE _status = ?{sel}", [status]
+            )[0][0])
+
+    # -- the hot path: claim and commit ---------------------------------------------------
+
+    def _claim(self, name: str, run_id: str, n: int, *, after: int, now: float,
+               selected: bool) -> pl.DataFrame:
+        info = self._require(name)
+        sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
+        inputs = ", ".join(_q(c) for c in info.input_schema)
+        claimed = self.con.sql(
+            f"UPDATE {_q(name)} SET _status = 'running', _attempts = _attempts + 1, "
+            "_run_id = ?, _started_at = ?, _not_before = NULL WHERE _id IN ("
+            f"SELECT _id FROM {_q(name)} WHERE _status = 'pending' AND _id > ? "
+            f"AND (_not_before IS NULL OR _not_before <= ?){sel} ORDER BY _id LIMIT ?) "
+            f"RETURNING _id, _key, _attempts, _attempts_base, {inputs}",
+            params=[run_id, _utcnow(), after, now, n],
+        ).pl()
+        claimed = from_store_frame(claimed, info.input_schema)
+        return claimed.sort("_id")
+
+    def _ensure_result_columns(self, name: str, values: pl.DataFrame) -> pl.DataFrame:
+        """Add or widen result columns for ``values``; return values cast to the store types.
+
+        Columns that cannot be merged are returned in ``values`` unchanged; the caller
+        checks ``conflicts`` via ``result_conflicts`` first.
+        """
+        known = self.results_schema(name)
+        table = _q(name + "__results")
+        casts: dict[str, pl.DataType] = {}
+        for col, dtype in values.schema.items():
+            if col in ("_id", "_attempt") or dtype == pl.Null():
+                continue
+            if col not in known:
+                target = fill_null_leaves(dtype) if has_null_leaf(dtype) else dtype
+                sql_type = self._sql_type(target)
+                self._exec(f"ALTER TABLE {table} ADD COLUMN {_q(col)} {sql_type}")
+                known[col] = target
+                if target != dtype:
+                    casts[col] = target
+                continue
+            stored = known[col]
+            if stored == dtype:
+                continue
+            merged = merge_dtypes(stored, dtype)
+            if merged is None:
+                continue
+            if merged != stored:
+                self._exec(
+                    f"ALTER TABLE {table} ALTER {_q(col)} TYPE {self._sql_type(merged)}")
+                known[col] = merged
+            casts[col] = merged
+        if casts:
+            values = values.with_columns(pl.col(c).cast(t) for c, t in casts.items())
+        return values
+
+    def result_conflicts(self, name: str, values: pl.DataFrame) -> dict[str, pl.DataType]:
+        """Result columns of ``values`` whose type cannot merge with the stored type."""
+        known = self.results_schema(name)
+        out = {}
+        for col, dtype in values.schema.items():
+            if col in known and dtype != pl.Null() and merge_dtypes(known[col], dtype) is None:
+                out[col] = known[col]
+        return out
+
+    def _sql_type(self, dtype: pl.DataType) -> str:
+        self.con.register("_bk_t", pl.DataFrame({"x": pl.Series([], dtype=dtype)}))
+        try:
+            return str(self._exec("DESCRIBE SELECT x FROM _bk_t")[0][1])
+        finally:
+            self.con.unregister("_bk_t")
+
+    def checkpoint(self, name: str, run_id: str, outcomes: pl.DataFrame | None,
+                   values: pl.DataFrame | None, *, claim: int = 0, after: int = -1,
+                   now: float = 0.0, selected: bool = False) -> pl.DataFrame | None:
+        """One transaction: record finished rows (fenced), then claim up to ``claim`` rows.
+
+        ``outcomes`` has one row per finished attempt: ``_id, _attempt, _status`` and
+        the error/timing columns. A row is written only if it is still ``running``
+        under this run with the same attempt (late and duplicate results are ignored).
+        ``values`` holds ``_id, _attempt`` and the result columns of done rows.
+        Returns the claimed rows (``_id, _key, _attempts, _attempts_base`` + inputs).
+        """
+        table, results = _q(name), _q(name + "__results")
+        with self.lock:
+            self._exec("BEGIN")
+            try:
+                if values is not None and values.height and values.width > 2:
+                    values = self._ensure_result_columns(name, values)
+                    cols = [c for c in values.columns if c not in ("_id", "_attempt")
+                            and c in self.results_schema(name)]
+                    self.con.register("_bk_values", values.select("_id", "_attempt", *cols))
+                    try:
+                        names = ", ".join(_q(c) for c in cols)
+                        vals = ", ".join(f"v.{_q(c)}" for c in cols)
+                        self._exec(
+                            f"INSERT INTO {results} (_id{', ' if cols else ''}{names}) "
+                            f"SELECT v._id{', ' if cols else ''}{vals} FROM _bk_values v "
+                            f"JOIN {table} i ON i._id = v._id WHERE i._attempts = v._attempt "
+                            "AND i._status = 'running' AND i._run_id = ?", [run_id])
+                    finally:
+                        self.con.unregister("_bk_values")
+                elif values is not None and values.height:
+                    self.con.register("_bk_values", values.select("_id", "_attempt"))
+                    try:
+                        self._exec(
+                            f"INSERT INTO {results} (_id) SELECT v._id FROM _bk_values v "
+                            f"JOIN {table} i ON i._id = v._id WHERE i._attempts = v._attempt "
+                            "AND i._status = 'running' AND i._run_id = ?", [run_id])
+                    finally:
+                        self.con.unregister("_bk_values")
+                if outcomes is not None and outcomes.height:
+                    self.con.register("_bk_out", outcomes)
+                    try:
+                        sets = ", ".join(
+                            f"{_q(c)} = o.{_q(c)}" for c in outcomes.columns
+                            if c not in ("_id", "_attempt"))
+                        self._exec(
+                            f"UPDATE {table} SET {sets} FROM _bk_out o WHERE {table}._id = o._id "
+                            f"AND {table}._attempts = o._attempt AND {table}._status = 'running' "
+                            f"AND {table}._run_id = ?", [run_id])
+                    finally:
+                        self.con.unregister("_bk_out")
+                claimed = (self._claim(name, run_id, claim, after=after, now=now,
+                                       selected=selected) if claim > 0 else None)
+                self._exec("COMMIT")
+            except BaseException:
+                self._exec("ROLLBACK")
+                self._results_schema.pop(name, None)
+                raise
+        return claimed
+
+    def release(self, name: str, run_id: str, ids: Sequence[int] | pl.Series, *,
+                refund: bool) -> None:
+        """Put running rows of this run back to pending (``refund``: their attempt is not charged)."""
+        frame = pl.DataFrame({"_id": pl.Series(list(ids) if not isinstance(ids, pl.Series)
+                                               else ids, dtype=pl.Int64)})
+        if not frame.height:
+            return
+        with self.lock:
+            self.con.register("_bk_rel", frame)
+            try:
+                dec = "_attempts = _attempts - 1, " if refund else ""
+                self._exec(
+                    f"UPDATE {_q(name)} SET {dec}_status = 'pending' "
+                    "WHERE _id IN (SELECT _id FROM _bk_rel) AND _status = 'running' "
+                    "AND _run_id = ?", [run_id])
+            finally:
+                self.con.unregister("_bk_rel")
+
+    def recheck_exhausted(self, name: str, run_id: str, max_attempts: int) -> None:
+        """Fail released rows of this run whose attempts are used up."""
+        with self.lock:
+            self._exec(
+                f"UPDATE {_q(name)} SET _status = 'failed', _retryable = TRUE, "
+                "_error_type = coalesce(_error_type, 'RunDied') WHERE _status = 'pending' "
+                "AND _run_id = ? AND _attempts - _attempts_base >= ?", [run_id, max_attempts])
