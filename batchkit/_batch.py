@@ -66,7 +66,7 @@ def _close_store(store: Store) -> None:
 def _key_columns(frame: pl.DataFrame, key: str | Sequence[str] | None) -> list[str] | None:
     if key is None:
         return None
-    cols = [key] if isinstance(key, str) else list(key)
+    cols = [key] if isinstance(key, str) else list(key) if isinstance(key, (list, tuple)) else []
     if not cols or not all(isinstance(c, str) for c in cols):
         raise ConfigError(
             f"key must be a column name, a list of column names, or None (a hash of the "
@@ -97,7 +97,14 @@ def _hash_rows(frame: pl.DataFrame) -> pl.Series:
 
 def _make_keys(frame: pl.DataFrame, cols: list[str] | None) -> pl.Series:
     if cols is None:
-        return _hash_rows(frame)
+        keys = _hash_rows(frame)
+        dup = keys.is_duplicated()
+        if dup.any():
+            raise SchemaError(
+                f"{int(dup.sum())} rows are identical (key=None keys a row by a hash of all "
+                f"its values), first at rows {dup.arg_true().head(3).to_list()}; drop them "
+                "first with df.unique(), or choose key columns")
+        return keys
     nulls = frame.select(pl.any_horizontal(pl.col(cols).is_null()).arg_true()).to_series()
     if nulls.len():
         raise SchemaError(

@@ -98,7 +98,7 @@ class StoreVersionError(StoreError):
     """The store was written by a newer batchkit whose schema this version cannot read.
 
     Example:
-        >>> "upgrade" in str(StoreVersionError("a.duckdb", found=9, supported=1))
+        >>> "Upgrade batchkit" in str(StoreVersionError("a.duckdb", found=9, supported=1))
         True
     """
 

@@ -105,7 +105,13 @@ class ProcessExecutor(Executor):
         self._pool = get_reusable_executor(max_workers=self.workers, timeout=60)
 
     def submit(self, task: ChunkTask) -> cf.Future[ChunkResult]:
-        future: cf.Future[ChunkResult] = self._pool.submit(run_chunk, task)
+        try:
+            future: cf.Future[ChunkResult] = self._pool.submit(run_chunk, task)
+        except cf.BrokenExecutor as exc:
+            # A worker died since the runner last looked: hand the crash back through
+            # the future, like the chunks in flight, so the runner isolates suspects.
+            future = cf.Future()
+            future.set_exception(exc)
         return future
 
     def shutdown(self, *, kill: bool = False) -> None:

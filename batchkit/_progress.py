@@ -14,25 +14,28 @@ class TqdmProgress:
     """Renders run events as a tqdm bar (``tqdm.auto``: notebook or terminal).
 
     Example:
-        >>> p = TqdmProgress("demo", disable=True)
+        >>> import io
+        >>> p = TqdmProgress("demo", file=io.StringIO())
         >>> p("start", {"total": 3}); p("progress", {"done": 2, "failed": 1, "retried": 0})
         >>> p.bar.n
         3
     """
 
-    def __init__(self, batch: str, *, disable: bool = False) -> None:
+    def __init__(self, batch: str, *, file: Any = None) -> None:
         self.batch = batch
-        self.disable = disable
+        self.file = file
         self.bar: Any = None
         self.failed = 0
         self.retried = 0
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "start":
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=data["total"], desc=self.batch, unit="row",
-                            disable=self.disable, dynamic_ncols=True)
+            if self.file is not None:
+                from tqdm import tqdm
+            else:
+                from tqdm.auto import tqdm
+            self.bar = tqdm(total=data["total"], desc=self.batch, unit="row", file=self.file,
+                            dynamic_ncols=True)
         elif kind == "progress" and self.bar is not None:
             self.failed += data["failed"]
             self.retried += data["retried"]

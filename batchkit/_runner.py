@@ -35,6 +35,7 @@ from ._executors import Executor, check_backend, default_workers, make_executor
 from ._policy import RetryPolicy
 from ._report import RunReport
 from ._store import Store
+from ._types import merge_dtypes
 from ._worker import ChunkResult, ChunkTask
 
 __all__ = ["RunOptions", "Runner", "make_options"]
@@ -218,7 +219,8 @@ class Runner:
         self.suspects: deque[pl.DataFrame] = deque()
         self.quarantine: set[int] = set()
         self.stop_reason: str | None = None
-        self.cursor = -1
+        self.queue = pl.Series("_id", [], dtype=pl.Int64)  # pending ids still to claim
+        self.qpos = 0
         self.executor: Executor | None = None
 
     # -- public --------------------------------------------------------------------------
@@ -264,18 +266,13 @@ class Runner:
             want = 0 if self.stop_reason else self._free_slots() * size
             outcomes, values, rows_done = self._collect_ready()
             claimed = self.store.checkpoint(
-                self.batch, self.run_id, outcomes, values, claim=want, after=self.cursor,
+                self.batch, self.run_id, outcomes, values, claim=self._next_range(want),
                 now=self.clock.time(), selected=self.selected)
             if outcomes is not None:
                 self._account(outcomes)
                 remaining = max(0, remaining - rows_done)
             if claimed is not None and claimed.height:
-                self.cursor = int(claimed["_id"].max())  # type: ignore[arg-type]
                 self._dispatch(claimed, size)
-            elif want and self.cursor != -1:
-                self.cursor = -1  # wrap around: retries and released rows sit behind us
-                if not self.inflight:
-                    continue
             if self.suspects and not self.inflight:
                 self._submit(self.suspects.popleft(), isolated=True)
             if self.inflight:
@@ -289,6 +286,20 @@ class Runner:
             if due is None:
                 return
             self.clock.sleep(min(_POLL_S, max(0.0, due - self.clock.time())))
+
+    def _next_range(self, want: int) -> tuple[int, int] | None:
+        """The id range holding the next ``want`` pending rows (refilling the queue)."""
+        if want <= 0:
+            return None
+        if self.qpos >= self.queue.len():
+            self.queue = self.store.pending_ids(self.batch, now=self.clock.time(),
+                                                selected=self.selected)
+            self.qpos = 0
+            if not self.queue.len():
+                return None
+        ids = self.queue[self.qpos:self.qpos + want]
+        self.qpos += ids.len()
+        return int(ids[0]), int(ids[-1])
 
     def _free_slots(self) -> int:
         if self.suspects or any(f.isolated for f in self.inflight.values()):
@@ -383,9 +394,9 @@ class Runner:
         outcomes = pl.concat(outs, how="vertical")
         bases = pl.concat([c.rows.select("_id", "_attempts_base") for _, c in ready])
         outcomes = self._decide(outcomes.join(bases, on="_id", how="left"))
-        values = pl.concat(vals, how="diagonal_relaxed") if vals else None
-        if values is not None:
-            values, outcomes = self._check_conflicts(values, outcomes)
+        values = None
+        if vals:
+            values, outcomes = self._check_conflicts(vals, outcomes, ready)
         return outcomes, values, outcomes.filter(pl.col("_status") != "pending").height
 
     def _decide(self, o: pl.DataFrame) -> pl.DataFrame:
@@ -415,21 +426,40 @@ class Runner:
                  "_error_trace", "_retryable", "_not_before", "_started_at",
                  "_finished_at", "_duration_s")
 
-    def _check_conflicts(self, values: pl.DataFrame, outcomes: pl.DataFrame
+    def _check_conflicts(self, vals: list[pl.DataFrame], outcomes: pl.DataFrame,
+                         ready: list[tuple[ChunkResult, _InFlight]]
                          ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Rows whose result type conflicts with the stored column fail alone."""
-        conflicts = self.store.result_conflicts(self.batch, values)
-        if not conflicts:
-            return values, outcomes
+        """Concatenate the chunks' values; rows whose result type conflicts fail alone.
+
+        Each chunk is checked against the stored columns and the chunks before it, so
+        a relaxed concat never coerces a drifting value (say int to str) silently.
+        """
+        known = dict(self.store.results_schema(self.batch))
         bad_ids: dict[int, str] = {}
-        for col, stored in conflicts.items():
-            hit = values.filter(pl.col(col).is_not_null())
-            for rid in hit["_id"].to_list():
-                bad_ids.setdefault(rid, (
-                    f"column {col!r} changed type: the store holds {stored}, this row gave "
-                    f"{values.schema[col]}. Return one type per column (convert in your "
-                    "function), or return None."))
-            values = values.with_columns(pl.lit(None, dtype=stored).alias(col))
+        keys: dict[int, str] = {}
+        checked = []
+        for values in sorted(vals, key=lambda v: v["_id"][0]):  # earlier rows win
+            for col, dtype in values.schema.items():
+                if col in ("_id", "_attempt") or dtype == pl.Null():
+                    continue
+                stored = known.get(col)
+                merged = dtype if stored is None else merge_dtypes(stored, dtype)
+                if merged is not None:
+                    known[col] = merged
+                    continue
+                if not keys:
+                    keys = {i: k for _, c in ready
+                            for i, k in zip(c.rows["_id"].to_list(), c.rows["_key"].to_list())}
+                for rid in values.filter(pl.col(col).is_not_null())["_id"].to_list():
+                    bad_ids.setdefault(rid, (
+                        f"column {col!r} changed type at row {keys.get(rid)!r}: earlier rows "
+                        f"gave {stored}, this row gave {dtype}. Return one type per column "
+                        "(convert in your function), or return None."))
+                values = values.with_columns(pl.lit(None, dtype=stored).alias(col))
+            checked.append(values)
+        values = pl.concat(checked, how="diagonal_relaxed")
+        if not bad_ids:
+            return values, outcomes
         values = values.filter(~pl.col("_id").is_in(list(bad_ids)))
         msg = pl.col("_id").replace_strict(bad_ids, default=None, return_dtype=pl.String)
         hit = pl.col("_id").is_in(list(bad_ids))

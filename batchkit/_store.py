@@ -48,7 +48,7 @@ STATUS_COLUMNS: dict[str, str] = {
     "_error_trace": "VARCHAR",  # the last frames of its traceback
     "_retryable": "BOOLEAN",  # failed rows: was the last error transient?
     "_not_before": "DOUBLE",  # pending retries: epoch seconds of the earliest next attempt
-    "_started_at": "TIMESTAMP",  # UTC, when the last attempt was dispatched
+    "_started_at": "TIMESTAMP",  # UTC, when the last finished attempt started
     "_finished_at": "TIMESTAMP",  # UTC, when the last attempt ended
     "_duration_s": "DOUBLE",  # how long the last attempt ran in the function
     "_run_id": "VARCHAR",  # the run that touched the row last
@@ -134,6 +134,12 @@ def from_store_frame(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
         if name in frame.columns and frame.schema[name] != dtype:
             exprs.append(pl.col(name).cast(dtype))
     return frame.with_columns(exprs) if exprs else frame
+
+
+def _id_range(frame: pl.DataFrame) -> list[int]:
+    """[min, max] of a frame's ``_id``: lets DuckDB skip row groups outside it."""
+    ids = frame["_id"]
+    return [int(ids.min()), int(ids.max())]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -312,21 +318,22 @@ class Store:
                 info = self.batch_info(name)
                 assert info is not None
                 cols = list(info.input_schema)
-                start = self._exec(
-                    f"SELECT coalesce(max(_id), 0) FROM {_q(name)}")[0][0]
-                self.con.register("_bk_new", to_store_frame(frame))
+                start = self._exec(f"SELECT coalesce(max(_id), 0) FROM {_q(name)}")[0][0]
+                empty = start == 0
+                # ids follow the frame's order; rows skipped as known leave gaps (harmless)
+                staged = to_store_frame(frame).with_columns(
+                    (pl.col("_ord") + (start + 1)).alias("_id"))
+                self.con.register("_bk_new", staged)
                 try:
                     select = ", ".join(f"v.{_q(c)}" for c in cols)
-                    self._exec(
+                    anti = "" if empty else f" ANTI JOIN {_q(name)} i ON i._key = v._key"
+                    new = self._exec(
                         f"INSERT INTO {_q(name)} (_id, _key, {', '.join(_q(c) for c in cols)}, "
                         "_status, _attempts, _attempts_base, _added_at) "
-                        f"SELECT ? + row_number() OVER (ORDER BY v._ord), v._key, {select}, "
-                        f"'pending', 0, 0, ? FROM _bk_new v ANTI JOIN {_q(name)} i "
-                        "ON i._key = v._key",
-                        [start, _utcnow()],
-                    )
-                    new = self._exec(
-                        f"SELECT count(*) FROM {_q(name)} WHERE _id > ?", [start])[0][0]
+                        f"SELECT v._id, v._key, {select}, 'pending', 0, 0, ? "
+                        f"FROM _bk_new v{anti}",
+                        [_utcnow()],
+                    )[0][0]
                 finally:
                     self.con.unregister("_bk_new")
                 self._exec("COMMIT")
@@ -498,18 +505,31 @@ class Store:
 
     # -- the hot path: claim and commit ---------------------------------------------------
 
-    def _claim(self, name: str, run_id: str, n: int, *, after: int, now: float,
+    def pending_ids(self, name: str, *, now: float, selected: bool) -> pl.Series:
+        """Sorted ids of pending rows that are due now (within the selection, if any).
+
+        The driver claims rows by ranges of these ids, so a claim never scans the
+        whole table (DuckDB prunes row groups by ``_id`` min/max).
+        """
+        sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
+        with self.lock:
+            return self.query(
+                f"SELECT _id FROM {_q(name)} WHERE _status = 'pending' AND "
+                f"(_not_before IS NULL OR _not_before <= ?){sel} ORDER BY _id", [now]
+            )["_id"]
+
+    def _claim(self, name: str, run_id: str, lo: int, hi: int, *, now: float,
                selected: bool) -> pl.DataFrame:
+        """Mark due pending rows with ``lo <= _id <= hi`` running (attempt + 1); return them."""
         info = self._require(name)
         sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
         inputs = ", ".join(_q(c) for c in info.input_schema)
         claimed = self.con.sql(
             f"UPDATE {_q(name)} SET _status = 'running', _attempts = _attempts + 1, "
-            "_run_id = ?, _started_at = ?, _not_before = NULL WHERE _id IN ("
-            f"SELECT _id FROM {_q(name)} WHERE _status = 'pending' AND _id > ? "
-            f"AND (_not_before IS NULL OR _not_before <= ?){sel} ORDER BY _id LIMIT ?) "
+            "_run_id = ? WHERE _id BETWEEN ? AND ? AND _status = 'pending' "
+            f"AND (_not_before IS NULL OR _not_before <= ?){sel} "
             f"RETURNING _id, _key, _attempts, _attempts_base, {inputs}",
-            params=[run_id, _utcnow(), after, now, n],
+            params=[run_id, lo, hi, now],
         ).pl()
         claimed = from_store_frame(claimed, info.input_schema)
         return claimed.sort("_id")
@@ -566,13 +586,14 @@ class Store:
             self.con.unregister("_bk_t")
 
     def checkpoint(self, name: str, run_id: str, outcomes: pl.DataFrame | None,
-                   values: pl.DataFrame | None, *, claim: int = 0, after: int = -1,
+                   values: pl.DataFrame | None, *, claim: tuple[int, int] | None = None,
                    now: float = 0.0, selected: bool = False) -> pl.DataFrame | None:
-        """One transaction: record finished rows (fenced), then claim up to ``claim`` rows.
+        """One transaction: record finished rows (fenced), then claim the id range ``claim``.
 
         ``outcomes`` has one row per finished attempt: ``_id, _attempt, _status`` and
         the error/timing columns. A row is written only if it is still ``running``
-        under this run with the same attempt (late and duplicate results are ignored).
+        with the same attempt — attempts are counted at dispatch, so the attempt
+        number names the dispatch — and late or duplicate results are ignored.
         ``values`` holds ``_id, _attempt`` and the result columns of done rows.
         Returns the claimed rows (``_id, _key, _attempts, _attempts_base`` + inputs).
         """
@@ -580,50 +601,55 @@ class Store:
         with self.lock:
             self._exec("BEGIN")
             try:
-                if values is not None and values.height and values.width > 2:
+                if values is not None and values.height:
                     values = self._ensure_result_columns(name, values)
-                    cols = [c for c in values.columns if c not in ("_id", "_attempt")
-                            and c in self.results_schema(name)]
+                    cols = [c for c in values.columns if c in self.results_schema(name)]
                     self.con.register("_bk_values", values.select("_id", "_attempt", *cols))
                     try:
-                        names = ", ".join(_q(c) for c in cols)
-                        vals = ", ".join(f"v.{_q(c)}" for c in cols)
+                        names = "".join(f", {_q(c)}" for c in cols)
+                        vals = "".join(f", v.{_q(c)}" for c in cols)
                         self._exec(
-                            f"INSERT INTO {results} (_id{', ' if cols else ''}{names}) "
-                            f"SELECT v._id{', ' if cols else ''}{vals} FROM _bk_values v "
-                            f"JOIN {table} i ON i._id = v._id WHERE i._attempts = v._attempt "
-                            "AND i._status = 'running' AND i._run_id = ?", [run_id])
-                    finally:
-                        self.con.unregister("_bk_values")
-                elif values is not None and values.height:
-                    self.con.register("_bk_values", values.select("_id", "_attempt"))
-                    try:
-                        self._exec(
-                            f"INSERT INTO {results} (_id) SELECT v._id FROM _bk_values v "
-                            f"JOIN {table} i ON i._id = v._id WHERE i._attempts = v._attempt "
-                            "AND i._status = 'running' AND i._run_id = ?", [run_id])
+                            f"INSERT INTO {results} (_id{names}) SELECT v._id{vals} "
+                            f"FROM _bk_values v JOIN {table} i ON i._id = v._id "
+                            "WHERE i._id BETWEEN ? AND ? AND i._attempts = v._attempt "
+                            "AND i._status = 'running'", _id_range(values))
                     finally:
                         self.con.unregister("_bk_values")
                 if outcomes is not None and outcomes.height:
-                    self.con.register("_bk_out", outcomes)
-                    try:
-                        sets = ", ".join(
-                            f"{_q(c)} = o.{_q(c)}" for c in outcomes.columns
-                            if c not in ("_id", "_attempt"))
-                        self._exec(
-                            f"UPDATE {table} SET {sets} FROM _bk_out o WHERE {table}._id = o._id "
-                            f"AND {table}._attempts = o._attempt AND {table}._status = 'running' "
-                            f"AND {table}._run_id = ?", [run_id])
-                    finally:
-                        self.con.unregister("_bk_out")
-                claimed = (self._claim(name, run_id, claim, after=after, now=now,
-                                       selected=selected) if claim > 0 else None)
+                    self._write_outcomes(table, outcomes)
+                claimed = (self._claim(name, run_id, claim[0], claim[1], now=now,
+                                       selected=selected) if claim is not None else None)
                 self._exec("COMMIT")
             except BaseException:
                 self._exec("ROLLBACK")
                 self._results_schema.pop(name, None)
                 raise
         return claimed
+
+    _NARROW = ("_id", "_attempt", "_status", "_started_at", "_finished_at", "_duration_s")
+
+    def _write_outcomes(self, table: str, outcomes: pl.DataFrame) -> None:
+        """UPDATE rows from outcomes, fenced on attempt and status.
+
+        First attempts that succeeded only need four columns (their error columns are
+        still empty), which halves the cost of the common case.
+        """
+        first_ok = (pl.col("_status") == "done") & (pl.col("_attempt") == 1)
+        parts = [outcomes.filter(first_ok).select(self._NARROW), outcomes.filter(~first_ok)]
+        for i, part in enumerate(parts):
+            if not part.height:
+                continue
+            self.con.register("_bk_out", part)
+            try:
+                sets = ", ".join(f"{_q(c)} = o.{_q(c)}" for c in part.columns
+                                 if c not in ("_id", "_attempt"))
+                self._exec(
+                    f"UPDATE {table} SET {sets} FROM _bk_out o WHERE {table}._id = o._id "
+                    f"AND {table}._id BETWEEN ? AND ? "
+                    f"AND {table}._attempts = o._attempt AND {table}._status = 'running'",
+                    _id_range(part))
+            finally:
+                self.con.unregister("_bk_out")
 
     def release(self, name: str, run_id: str, ids: Sequence[int] | pl.Series, *,
                 refund: bool) -> None:

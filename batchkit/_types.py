@@ -67,18 +67,11 @@ def normalize_result(out: Any, fn_name: str) -> dict[str, Any]:
     function's name. Anything else is a row error telling what to return.
     """
     if type(out) is dict:
-        bad = [k for k in out if not isinstance(k, str) or k.startswith(RESERVED_PREFIX)]
-        if bad:
-            raise ResultError(
-                "ResultKeyError",
-                f"result keys must be strings not starting with {RESERVED_PREFIX!r} "
-                f"(batchkit's own columns); got {bad[:3]!r}. Rename those keys.",
-            )
         return out
     if out is None:
         return {}
     if isinstance(out, dict):
-        return normalize_result(dict(out), fn_name)
+        return dict(out)
     if type(out) in _SCALAR_DTYPES or isinstance(out, (dt.datetime, decimal.Decimal)):
         return {fn_name: out}
     raise ResultError(
@@ -227,33 +220,40 @@ def _column_dtype(
 
 
 def build_values(
-    results: Sequence[dict[str, Any] | None], keys: Sequence[str]
+    results: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> tuple[dict[str, pl.Series], dict[int, ResultError]]:
-    """Build typed result columns from per-row dicts (``None`` for rows that failed).
+    """Build typed result columns from per-row dicts.
 
-    Returns the columns (same length as ``results``, failed rows null) and the rows
-    that fail because of their values.
+    Returns the columns (same length as ``results``; rows that fail are null) and
+    the rows that fail because of their values (bad keys, drifting types).
     """
     names: dict[str, None] = {}
+    last: Any = None
     for out in results:
-        if out:
+        if out and out.keys() != last:
             names.update(dict.fromkeys(out))
+            last = out.keys()
     errors: dict[int, ResultError] = {}
+    bad_names = [k for k in names if not isinstance(k, str) or k.startswith(RESERVED_PREFIX)]
+    for bad in bad_names:
+        del names[bad]
+        for i, out in enumerate(results):
+            if bad in out and i not in errors:
+                errors[i] = ResultError(
+                    "ResultKeyError",
+                    f"result keys must be strings not starting with {RESERVED_PREFIX!r} "
+                    f"(batchkit's own columns); got {bad!r}. Rename that key.")
     dtypes: dict[str, pl.DataType] = {}
     columns: dict[str, list[Any]] = {}
     for name in names:
-        values = [None if out is None else out.get(name) for out in results]
+        values = [out.get(name) for out in results]
         columns[name] = values
         dtypes[name] = _column_dtype(name, values, keys, errors)
     series: dict[str, pl.Series] = {}
     for name, values in columns.items():
         if errors:
             values = [None if i in errors else v for i, v in enumerate(values)]
-        dtype = dtypes[name]
-        if dtype == _NULL:
-            series[name] = pl.Series(name, values, dtype=pl.Null())
-            continue
-        series[name] = pl.Series(name, values, dtype=dtype, strict=True)
+        series[name] = pl.Series(name, values, dtype=dtypes[name], strict=True)
     return series, errors
 
 

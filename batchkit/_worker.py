@@ -63,6 +63,29 @@ class ItemContext:
                 f"attempt={self.attempt}, run_id={self.run_id!r})")
 
 
+class _ChunkContext(ItemContext):
+    """The context of the row at ``index`` of a chunk (one object per chunk, no copy per row)."""
+
+    __slots__ = ("_attempts", "_keys", "index")
+
+    def __init__(self, batch: str, keys: list[str], attempts: list[int], run_id: str) -> None:
+        self.batch = batch
+        self.run_id = run_id
+        self._keys = keys
+        self._attempts = attempts
+        self.index = 0
+
+    @property  # type: ignore[override]
+    def key(self) -> str:
+        """The row's key."""
+        return self._keys[self.index]
+
+    @property  # type: ignore[override]
+    def attempt(self) -> int:
+        """The row's attempt number (1 for the first)."""
+        return self._attempts[self.index]
+
+
 _CURRENT: contextvars.ContextVar[ItemContext | None] = contextvars.ContextVar(
     "batchkit_item", default=None)
 
@@ -201,6 +224,9 @@ def _driver_gone(driver_pid: int | None) -> bool:
     return driver_pid is not None and os.getppid() != driver_pid
 
 
+_ErrorTuple = tuple[str, str, str, bool, "float | None"]
+
+
 def run_chunk(task: ChunkTask) -> ChunkResult:
     """Run ``task.fn`` over every row of the chunk; never raises for a row's error."""
     frame = task.frame
@@ -208,76 +234,87 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
     keys: list[str] = frame["_key"].to_list()
     attempts: list[int] = frame["_attempts"].to_list()
     if _driver_gone(task.driver_pid):
-        return _result(ids, attempts, keys, 0, [], [], [], [], ids)
+        return _result(ids, attempts, keys, 0, [], {}, [], [], ids)
     names = task.input_columns
     columns = [frame[c].to_list() for c in names]
     n = len(ids)
-    results: list[dict[str, Any] | None] = [None] * n
-    errors: list[tuple[str, str, str, bool, float | None] | None] = [None] * n
+    results: list[dict[str, Any]] = [_EMPTY] * n
+    errors: dict[int, _ErrorTuple] = {}
     starts: list[float] = [0.0] * n
     durations: list[float] = [0.0] * n
-    ctx = ItemContext(task.batch, "", 0, task.run_id)
+    ctx = _ChunkContext(task.batch, keys, attempts, task.run_id)
     token = _CURRENT.set(ctx)
     caller = _make_caller(task)
     fn, fn_name, pass_ctx, cancel = task.fn, task.fn_name, task.pass_ctx, task.cancel
     perf = time.perf_counter
     wall0, perf0 = time.time(), perf()
     next_check = perf0 + _DRIVER_CHECK_EVERY
-    ran = 0
+    ran = n
     interrupted = False
+    t0 = perf0
     try:
         for i, values in enumerate(zip(*columns)):
-            if cancel is not None and cancel.is_set():
-                break
-            row = dict(zip(names, values))
-            ctx.key = keys[i]
-            ctx.attempt = attempts[i]
-            t0 = perf()
             if t0 > next_check:
-                if _driver_gone(task.driver_pid):
+                if (cancel is not None and cancel.is_set()) or _driver_gone(task.driver_pid):
+                    ran = i
                     break
                 next_check = t0 + _DRIVER_CHECK_EVERY
+            ctx.index = i
             try:
-                args = (row, ctx) if pass_ctx else (row,)
-                out = fn(*args) if caller is None else caller(args, ctx)
-                results[i] = normalize_result(out, fn_name)
+                if caller is not None:
+                    out = caller((dict(zip(names, values)), ctx) if pass_ctx
+                                 else (dict(zip(names, values)),), ctx)
+                elif pass_ctx:
+                    out = fn(dict(zip(names, values)), ctx)
+                else:
+                    out = fn(dict(zip(names, values)))
+                if type(out) is not dict:
+                    out = normalize_result(out, fn_name)
+                results[i] = out
             except ResultError as exc:
                 errors[i] = (exc.type_name, redact(str(exc)), "", False, None)
             except KeyboardInterrupt:
                 interrupted = True
+                ran = i
                 break
             except BaseException as exc:  # noqa: BLE001 - every error is the row's
                 info = classify(exc)
                 errors[i] = (info.type, info.message, _trace(exc), info.transient,
                              info.retry_after)
+            # one clock read per row: a row starts where the previous one ended
+            t1 = perf()
             starts[i] = t0
-            durations[i] = perf() - t0
-            ran = i + 1
+            durations[i] = t1 - t0
+            t0 = t1
     finally:
         _CURRENT.reset(token)
         if caller is not None:
             caller.close()
-    starts = [wall0 + (s - perf0) for s in starts[:ran]]
-    return _result(ids, attempts, keys, ran, results, errors, starts, durations,
-                   ids[ran:], interrupted)
+    offset = wall0 - perf0
+    return _result(ids, attempts, keys, ran, results, errors,
+                   [s + offset for s in starts[:ran]], durations, ids[ran:], interrupted)
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def _result(ids: list[int], attempts: list[int], keys: list[str], ran: int,
-            results: list[dict[str, Any] | None],
-            errors: list[tuple[str, str, str, bool, float | None] | None],
+            results: list[dict[str, Any]], errors: dict[int, _ErrorTuple],
             starts: list[float], durations: list[float],
             not_started: list[int], interrupted: bool = False) -> ChunkResult:
-    results = results[:ran]
-    errors = errors[:ran]
-    ok_rows = [i for i in range(ran) if errors[i] is None]
-    columns, value_errors = build_values([results[i] for i in ok_rows],
-                                         [keys[i] for i in ok_rows])
+    ok_rows = [i for i in range(ran) if i not in errors] if errors else range(ran)
+    ok_results = [results[i] for i in ok_rows] if errors else results[:ran]
+    ok_keys = [keys[i] for i in ok_rows] if errors else keys
+    columns, value_errors = build_values(ok_results, ok_keys)
     for j, exc in value_errors.items():
         errors[ok_rows[j]] = (exc.type_name, redact(str(exc)), "", False, None)
-    ok = [e is None for e in errors]
-    good = [i for i, j in enumerate(ok_rows) if j not in value_errors] if value_errors else None
-    none = (None, None, None, None, None)
-    err_cols = list(zip(*[e or none for e in errors])) if ran else [[]] * 5
+    if errors:
+        none: tuple[None, ...] = (None, None, None, None, None)
+        err_cols: list[Any] = list(zip(*[errors.get(i, none) for i in range(ran)])) or [[]] * 5
+        ok = [i not in errors for i in range(ran)]
+    else:
+        err_cols = [[None] * ran] * 5
+        ok = [True] * ran
     outcomes = pl.DataFrame(
         {
             "_id": pl.Series(ids[:ran], dtype=pl.Int64),
@@ -299,6 +336,6 @@ def _result(ids: list[int], attempts: list[int], keys: list[str], ran: int,
             **columns,
         }
     )
-    if good is not None:
-        value_frame = value_frame[good]
+    if value_errors:
+        value_frame = value_frame.filter(~pl.int_range(pl.len()).is_in(list(value_errors)))
     return ChunkResult(outcomes, value_frame, not_started, interrupted)

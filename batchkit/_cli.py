@@ -1,0 +1,467 @@
+"""The ``batchkit`` command line: a thin shell over ``batchkit.Batch``.
+
+::
+
+    batchkit run MODULE:FUNCTION INPUT --store S --key COL   run a function over a file
+    batchkit status STORE                                    rows per status, per batch
+    batchkit failed STORE BATCH                              the dead-letter list
+    batchkit export STORE BATCH OUT.parquet                  rows to Parquet
+    batchkit demo                                            the example job on data/
+
+Every command prints ``batchkit: error: <message>`` and exits 2 on a bad argument,
+input or store (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import polars as pl
+
+from . import __version__
+from ._batch import DEFAULT_STORE, Batch, _close_store, _open_store
+from ._errors import BatchkitError, ConfigError
+from ._executors import BACKENDS
+from ._store import STATUSES
+
+__all__ = ["EXIT_ERROR", "EXIT_HALTED", "EXIT_INTERRUPTED", "EXIT_OK", "main"]
+
+EXIT_OK = 0  # the run completed (rows may have failed: see `batchkit failed`)
+EXIT_ERROR = 2  # a bad argument, input, function or store; nothing ran
+EXIT_HALTED = 3  # on_error="halt" or max_failure_rate stopped the run; it can be resumed
+EXIT_INTERRUPTED = 130  # Ctrl-C; finished rows are kept, run the same command to resume
+
+_INPUT_READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
+    ".parquet": pl.read_parquet,
+    ".pq": pl.read_parquet,
+    ".csv": pl.read_csv,
+}
+_MESSAGE_WIDTH = 72  # `failed` shortens error messages to this in its table
+
+_EXIT_CODES = """\
+exit codes:
+  0    the run completed (some rows may have failed: see `batchkit failed`)
+  2    bad arguments, input, function or store; nothing ran
+  3    the run halted (--on-error halt or --max-failure-rate); run again to resume
+  130  interrupted with Ctrl-C; finished rows are kept, run again to resume
+"""
+
+
+# -- loading the function and the input ----------------------------------------------------
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """Import ``MODULE:FUNCTION``; MODULE is a dotted name (found from the working folder
+    first) or a path to a ``.py`` file.
+
+    Example:
+        >>> load_function("json:dumps")([1])
+        '[1]'
+    """
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise ConfigError(
+            f"expected MODULE:FUNCTION, got {spec!r}; e.g. jobs:enrich (jobs.py in the "
+            "working folder) or path/to/jobs.py:enrich")
+    module = _load_module(module_part)
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            names = sorted(n for n, v in vars(module).items()
+                           if callable(v) and not n.startswith("_")
+                           and getattr(v, "__module__", None) == module.__name__)
+            raise ConfigError(
+                f"module {module_part!r} has no function {attr!r}; its functions are "
+                f"{names}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"{spec!r} is a {type(target).__name__}, not a function")
+    return target  # type: ignore[no-any-return]
+
+
+def _load_module(name: str) -> ModuleType:
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        return _load_file(Path(name))
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # like `python -m`: modules next to the data come first
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError(
+                f"cannot import module {name!r}: no {name.replace('.', '/')}.py in the "
+                f"working folder {cwd!r} nor on sys.path; pass a path instead, e.g. "
+                f"path/to/{name.rpartition('.')[2]}.py:FUNCTION") from None
+        raise _import_failed(name, exc) from None
+    except Exception as exc:  # the module itself raised while importing
+        raise _import_failed(name, exc) from None
+
+
+def _load_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise ConfigError(f"module file {str(path)!r} not found")
+    if path.suffix != ".py":
+        raise ConfigError(f"module file {str(path)!r} is not a .py file")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the file can import its neighbours
+    # A private name: a file called json.py must not replace the json module.
+    name = "_batchkit_job_" + re.sub(r"\W", "_", str(path.resolve()))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _import_failed(str(path), exc) from None
+    # Worker processes cannot import the file by that name: send its functions by value.
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def _import_failed(name: str, exc: BaseException) -> ConfigError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return ConfigError(f"importing {name!r} failed{where}: {type(exc).__name__}: {exc}")
+
+
+def read_input(path: str) -> pl.DataFrame:
+    """Read a ``.parquet`` or ``.csv`` file into a frame (a ConfigError otherwise)."""
+    source = Path(path)
+    reader = _INPUT_READERS.get(source.suffix.lower())
+    if reader is None:
+        raise ConfigError(
+            f"input {path!r} is not a Parquet or CSV file (extension "
+            f"{source.suffix or 'none'!r}); allowed: {sorted(_INPUT_READERS)}. Convert it, "
+            "e.g. pl.read_json(...).write_parquet('input.parquet')")
+    if not source.is_file():
+        raise ConfigError(f"input file {path!r} not found")
+    try:
+        return reader(source)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ConfigError(f"cannot read input {path!r}: {exc}") from None
+
+
+def default_batch_name(path: str) -> str:
+    """A valid batch name from a file name: ``"Leads 2024.csv"`` -> ``"leads_2024"``.
+
+    Example:
+        >>> default_batch_name("data/2024 Leads-EU.parquet")
+        'batch_2024_leads_eu'
+    """
+    name = re.sub(r"[^a-z0-9]+", "_", Path(path).stem.lower()).strip("_")
+    if not name[:1].isalpha():
+        name = "batch_" + name if name else "batch"
+    return name[:63].rstrip("_")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    fn = load_function(args.function)
+    frame = read_input(args.input)
+    name = args.batch or default_batch_name(args.input)
+    key = None if args.no_key else args.key
+    with Batch(name, store=args.store) as batch:
+        new = batch.add(frame, key=key)
+        print(f"batch {name!r} in {batch.store_path}: {new:,} new rows added "
+              f"({frame.height - new:,} already known)")
+        report = batch.run(
+            fn, workers=args.workers, chunk_size=args.chunk_size, backend=args.backend,
+            retries=args.retries, timeout=args.timeout, on_error=args.on_error,
+            max_failure_rate=args.max_failure_rate, only=args.only,
+            progress=args.progress)
+        print(report)
+        store = _quote(batch.store_path)
+        if report.counts.get("failed"):
+            print(f"failed rows: `batchkit failed {store} {name}` lists them; add "
+                  "`--only failed` to this command to re-run them")
+        if args.export:
+            written = batch.export(args.export)
+            print(f"exported {written:,} done rows to {args.export}")
+    if report.outcome == "halted":
+        print(f"batchkit: run halted: {report.halt_reason}. Run the same command again to "
+              "resume", file=sys.stderr)
+        return EXIT_HALTED
+    return EXIT_OK
+
+
+def _open_existing(path: str) -> Any:
+    if path != ":memory:" and not Path(path).is_file():
+        raise ConfigError(f"no store at {path!r}; give the path of a DuckDB file written "
+                          "by batchkit")
+    return _open_store(path, read_only=True)
+
+
+def _open_batch(store_path: str, name: str) -> Batch:
+    store = _open_existing(store_path)
+    try:
+        names = store.batch_names()
+    finally:
+        _close_store(store)
+    if name not in names:
+        raise ConfigError(f"store {store_path!r} has no batch {name!r}; its batches are "
+                          f"{names}")
+    return Batch(name, store=store_path)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    store = _open_existing(args.store)
+    try:
+        counts = {name: store.counts(name) for name in store.batch_names()}
+    finally:
+        _close_store(store)
+    if args.json:
+        print(json.dumps({"store": args.store, "batches": {
+            name: {**c, "total": sum(c.values())} for name, c in counts.items()}}, indent=2))
+        return EXIT_OK
+    if not counts:
+        print(f"store {args.store}: no batches yet")
+        return EXIT_OK
+    header = ["batch", *STATUSES, "total"]
+    rows = [[name, *(f"{c[s]:,}" for s in STATUSES), f"{sum(c.values()):,}"]
+            for name, c in counts.items()]
+    print(f"store {args.store}")
+    print(_table(header, rows, right=range(1, len(header))))
+    return EXIT_OK
+
+
+def _cmd_failed(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
+    with _open_batch(args.store, args.batch) as batch:
+        failed = batch.failed()
+    shown = failed if args.limit == 0 else failed.head(args.limit)
+    if args.json:
+        print(json.dumps({"store": args.store, "batch": args.batch, "total": failed.height,
+                          "rows": shown.to_dicts()}, indent=2, default=_json_default))
+        return EXIT_OK
+    if not failed.height:
+        print(f"batch {args.batch!r}: no failed rows")
+        return EXIT_OK
+    more = f", showing the first {shown.height:,} (--limit 0 for all)" if (
+        shown.height < failed.height) else ""
+    print(f"batch {args.batch!r}: {failed.height:,} failed rows{more}")
+    rows = [[str(r["key"]), str(r["error_type"]), str(r["attempts"]),
+             "yes" if r["retryable"] else "no", _shorten(r["error_message"] or "")]
+            for r in shown.iter_rows(named=True)]
+    print(_table(["key", "error", "attempts", "retryable", "message"], rows, right=[2]))
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    with _open_batch(args.store, args.batch) as batch:
+        written = batch.export(args.out, rows=args.rows, status_columns=args.status_columns)
+    print(f"exported {written:,} {args.rows} rows of batch {args.batch!r} to {args.out}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(args)
+
+
+# -- output helpers ------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
+           right: Sequence[int] | range = ()) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_WIDTH else text[:_MESSAGE_WIDTH - 1] + "…"
+
+
+def _quote(path: str) -> str:
+    return path if re.fullmatch(r"[\w./:-]+", path) else repr(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-line paragraphs to the terminal; keeps multi-line blocks (examples) as typed."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            "\n".join(indent + line for line in block.splitlines()) if "\n" in block
+            else super(_Formatter, self)._fill_text(block, width, indent)
+            for block in text.split("\n\n"))
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``batchkit`` argument parser (every subcommand has ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="batchkit", formatter_class=_Formatter,
+        description="Run a one-row Python function over a Parquet or CSV file, durably "
+                    "(DuckDB), in parallel, with retries and crash-safe resume.",
+        epilog=_EXIT_CODES + "\nRun `batchkit COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"batchkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", formatter_class=_Formatter, help="run a function over a Parquet or CSV file",
+        description="Add the rows of INPUT to a batch in the store (known keys are "
+                    "skipped) and run FUNCTION over every pending row. Run the same "
+                    "command again to resume after a crash, a halt or Ctrl-C.",
+        epilog="examples:\n"
+               "  batchkit run jobs:enrich data/companies.csv --store leads.duckdb "
+               "--key company\n"
+               "  batchkit run jobs/enrich.py:enrich rows.parquet --no-key --backend "
+               "processes\n"
+               "  batchkit run jobs:enrich data/companies.csv --store leads.duckdb "
+               "--key company --only failed\n\n" + _EXIT_CODES)
+    run.add_argument("function", metavar="MODULE:FUNCTION",
+                     help="the one-row function: a module importable from the working "
+                          "folder (jobs:enrich) or a .py file (path/to/jobs.py:enrich)")
+    run.add_argument("input", metavar="INPUT", help="the rows: a .parquet or .csv file")
+    run.add_argument("--store", default=None,
+                     help=f"the DuckDB store file (default: $BATCHKIT_STORE or "
+                          f"{DEFAULT_STORE})")
+    run.add_argument("--batch", default=None, metavar="NAME",
+                     help="the batch name (default: the input file name, e.g. "
+                          "companies.csv -> companies)")
+    keys = run.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key", action="append", metavar="COL",
+                      help="the column identifying a row; repeat for a key of several "
+                           "columns")
+    keys.add_argument("--no-key", action="store_true",
+                      help="identify rows by a hash of the whole row")
+    run.add_argument("--workers", type=_whole_number, default=None, metavar="N",
+                     help="parallel workers (default: 4 per CPU for threads, 1 per CPU "
+                          "for processes)")
+    run.add_argument("--backend", choices=sorted(BACKENDS), default="threads",
+                     help="threads for I/O-bound rows, processes for CPU-bound rows, "
+                          "sequential for debugging (default: %(default)s)")
+    run.add_argument("--chunk-size", type=_whole_number, default=None, metavar="N",
+                     help="rows per chunk (default: automatic)")
+    run.add_argument("--retries", type=_whole_number, default=3, metavar="N",
+                     help="retries of transient errors per row (default: %(default)s)")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="fail a row that runs longer than this (default: no limit)")
+    run.add_argument("--on-error", choices=["skip", "halt"], default="skip",
+                     help="skip: record failed rows and go on; halt: stop at the first "
+                          "failed row (default: %(default)s)")
+    run.add_argument("--max-failure-rate", type=float, default=None, metavar="F",
+                     help="halt when more than this share of ended rows failed, e.g. 0.15")
+    run.add_argument("--only", choices=["failed"], default=None,
+                     help="re-run only the failed rows")
+    run.add_argument("--export", default=None, metavar="OUT.parquet",
+                     help="afterwards, write the done rows to this Parquet file")
+    run.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                     default="auto", help="no progress bar (default: shown in a terminal)")
+    run.set_defaults(handler=_cmd_run)
+
+    status = sub.add_parser(
+        "status", formatter_class=_Formatter, help="rows per status, per batch",
+        description="Show how many rows of each batch in STORE are pending, running, done "
+                    "and failed. The store must not be open in another process (DuckDB "
+                    "allows one).")
+    status.add_argument("store", metavar="STORE", help="the DuckDB store file")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_cmd_status)
+
+    failed = sub.add_parser(
+        "failed", formatter_class=_Formatter, help="list the failed rows of a batch",
+        description="The dead-letter list of BATCH: each failed row's key, error type, "
+                    "attempts, whether it is worth retrying, and the error message. "
+                    "Re-run them with `batchkit run ... --only failed`.")
+    failed.add_argument("store", metavar="STORE", help="the DuckDB store file")
+    failed.add_argument("batch", metavar="BATCH", help="the batch name")
+    failed.add_argument("--limit", type=_whole_number, default=20, metavar="N",
+                        help="show at most N rows, 0 for all (default: %(default)s)")
+    failed.add_argument("--json", action="store_true",
+                        help="print JSON (inputs, messages and tracebacks included)")
+    failed.set_defaults(handler=_cmd_failed)
+
+    export = sub.add_parser(
+        "export", formatter_class=_Formatter, help="write a batch's rows to Parquet",
+        description="Write the rows of BATCH (input columns and the function's new "
+                    "columns) to a Parquet file.")
+    export.add_argument("store", metavar="STORE", help="the DuckDB store file")
+    export.add_argument("batch", metavar="BATCH", help="the batch name")
+    export.add_argument("out", metavar="OUT.parquet", help="the Parquet file to write")
+    export.add_argument("--rows", choices=["done", "failed", "all"], default="done",
+                        help="which rows (default: %(default)s)")
+    export.add_argument("--status-columns", action="store_true",
+                        help="also write _id, _key and the status columns")
+    export.set_defaults(handler=_cmd_export)
+
+    from . import demo
+
+    demo_parser = sub.add_parser(
+        "demo", formatter_class=_Formatter, help="run the example job on data/companies.csv",
+        description="Enrich the 500 fictional companies of data/companies.csv (run it from "
+                    "the batchkit repository root): add them to a store, run on 8 threads "
+                    "with retries, print the report and the failures, export Parquet. Run "
+                    "it again to see a resume that has nothing left to do.")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``batchkit`` command line; return the exit code.
+
+    Example:
+        >>> main(["status", "no-such-store.duckdb"])
+        2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return int(args.handler(args))
+    except BatchkitError as exc:
+        print(f"batchkit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("batchkit: interrupted; finished rows are saved. Run the same command again "
+              "to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `batchkit failed ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,58 @@
+"""The README stays true: its opening commands, its Python tour and its CLI list."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_opens_with_demo_and_test_commands() -> None:
+    """The first block holds the install+demo command, then the install+tests command."""
+    first = _blocks("bash")[0].strip().splitlines()
+    assert len(first) == 2
+    assert "pip install" in first[0] and first[0].endswith("batchkit demo")
+    assert "pip install" in first[1] and "'.[test]'" in first[1] and "pytest" in first[1]
+    assert README.index("```bash") < README.index("## ")
+
+
+def test_readme_python_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tour's Python code runs as written and its stated counts are what it gets."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(ROOT / "data" / "companies.csv", tmp_path / "data" / "companies.csv")
+    monkeypatch.chdir(tmp_path)
+    code = _blocks("python")[0]
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    stated = re.search(r"batch\.counts\(\)\s+# (\{.*?\})", code)
+    assert stated is not None
+    import batchkit as bk
+
+    batch = bk.Batch("leads", store="leads.duckdb")
+    try:
+        assert repr(batch.counts()) == stated.group(1)
+        assert batch.counts()["failed"] == len(batch.failed())
+    finally:
+        batch.close()
+    assert os.path.exists("leads_enriched.parquet")
+
+
+def test_readme_lists_every_cli_command() -> None:
+    """Every subcommand of the CLI appears in the README's terminal examples."""
+    from batchkit._cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    terminal = "\n".join(_blocks("bash"))
+    for name in sub.choices:
+        assert f"batchkit {name}" in terminal or f"batchkit {name}" in README, name
