@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from ._batch import DEFAULT_STORE, Batch
 from ._clock import Clock, SystemClock
@@ -37,8 +38,8 @@ from ._store import STATUS_COLUMNS, STATUSES
 from ._worker import ItemContext, current_item
 
 try:
-    __version__ = version("batchkit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("batchkit")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [

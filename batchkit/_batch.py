@@ -7,6 +7,7 @@ import json
 import os
 import random
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,8 @@ class Batch:
             "BATCHKIT_STORE", DEFAULT_STORE)
         self.store_path = path
         self._store: Store | None = _open_store(path, read_only=False)
+        # a Batch dropped without close() (a re-run notebook cell) still releases the file
+        self._finalizer = weakref.finalize(self, _close_store, self._store)
         self.clock: Clock = clock or SystemClock()
         self._rng = random.Random(seed)
 
@@ -171,7 +174,7 @@ class Batch:
     def close(self) -> None:
         """Release the store file so other processes can open it."""
         if self._store is not None:
-            _close_store(self._store)
+            self._finalizer()
             self._store = None
 
     def __enter__(self) -> Batch:
@@ -313,8 +316,7 @@ class Batch:
                 raise ConfigError(
                     f"only must be 'failed', a Polars expression over batch.items() (e.g. "
                     f"pl.col('_status') == 'failed'), or None; got {only!r}")
-            ids = self.store.query(
-                f'SELECT _id FROM "{self.name}" WHERE _status = \'failed\'')["_id"]
+            ids = self.store.ids_with_status(self.name, "failed")
             self.store.select_ids(self.name, ids, requeue_failed=True, requeue_done=False)
             return True
         if isinstance(only, pl.Expr):

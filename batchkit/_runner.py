@@ -449,7 +449,8 @@ class Runner:
                     continue
                 if not keys:
                     keys = {i: k for _, c in ready
-                            for i, k in zip(c.rows["_id"].to_list(), c.rows["_key"].to_list())}
+                            for i, k in zip(c.rows["_id"].to_list(), c.rows["_key"].to_list(),
+                                             strict=True)}
                 for rid in values.filter(pl.col(col).is_not_null())["_id"].to_list():
                     bad_ids.setdefault(rid, (
                         f"column {col!r} changed type at row {keys.get(rid)!r}: earlier rows "
@@ -544,11 +545,9 @@ class Runner:
 
     def _release_all(self, *, refund: bool) -> None:
         """Rows of this run still running go back to pending."""
-        running = self.store.query(
-            f'SELECT _id FROM "{self.batch}" WHERE _status = \'running\' AND _run_id = ?',
-            [self.run_id])
-        if running.height:
-            self.store.release(self.batch, self.run_id, running["_id"], refund=refund)
+        running = self.store.ids_with_status(self.batch, "running", run_id=self.run_id)
+        if running.len():
+            self.store.release(self.batch, self.run_id, running, refund=refund)
             self.store.recheck_exhausted(self.batch, self.run_id,
                                          self.opt.retry.max_attempts)
 

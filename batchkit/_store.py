@@ -505,6 +505,14 @@ class Store:
 
     # -- the hot path: claim and commit ---------------------------------------------------
 
+    def ids_with_status(self, name: str, status: str, *, run_id: str | None = None
+                        ) -> pl.Series:
+        """Sorted ids of the rows with ``status`` (touched last by ``run_id``, if given)."""
+        run = " AND _run_id = ?" if run_id is not None else ""
+        params = [status] + ([run_id] if run_id is not None else [])
+        return self.query(f"SELECT _id FROM {_q(name)} WHERE _status = ?{run} ORDER BY _id",
+                          params)["_id"]
+
     def pending_ids(self, name: str, *, now: float, selected: bool) -> pl.Series:
         """Sorted ids of pending rows that are due now (within the selection, if any).
 
@@ -641,12 +649,13 @@ class Store:
                 continue
             self.con.register("_bk_out", part)
             try:
-                sets = ", ".join(f"{_q(c)} = o.{_q(c)}" for c in part.columns
+                # alias _bk_o: batch names start with a letter, so a batch "o" cannot clash
+                sets = ", ".join(f"{_q(c)} = _bk_o.{_q(c)}" for c in part.columns
                                  if c not in ("_id", "_attempt"))
                 self._exec(
-                    f"UPDATE {table} SET {sets} FROM _bk_out o WHERE {table}._id = o._id "
-                    f"AND {table}._id BETWEEN ? AND ? "
-                    f"AND {table}._attempts = o._attempt AND {table}._status = 'running'",
+                    f"UPDATE {table} SET {sets} FROM _bk_out _bk_o "
+                    f"WHERE {table}._id = _bk_o._id AND {table}._id BETWEEN ? AND ? "
+                    f"AND {table}._attempts = _bk_o._attempt AND {table}._status = 'running'",
                     _id_range(part))
             finally:
                 self.con.unregister("_bk_out")

@@ -3,8 +3,10 @@
 Polars' own inference truncates (``[1, True]`` becomes ``Int64``; dicts with other
 keys lose fields), so batchkit infers each result column itself:
 
-* int, float, str, bool, bytes, date, datetime, time, timedelta and Decimal map to
-  their Polars types; lists to ``List``; dicts to ``Struct`` (the union of keys).
+* int, float, str, bool, bytes, date, datetime, time and Decimal map to their
+  Polars types; lists to ``List``; dicts to ``Struct`` (the union of keys).
+  A ``timedelta`` fails its row with ``ResultTypeError`` (DuckDB stores it as an
+  INTERVAL that Polars cannot read back): return ``td.total_seconds()`` instead.
 * **Widening** (documented): int and float in one column become ``Float64``;
   structs with different keys become one struct with every key; ``None`` is null
   in any column.
@@ -42,7 +44,6 @@ _SCALAR_DTYPES: dict[type, pl.DataType] = {
     bytes: pl.Binary(),
     dt.date: pl.Date(),
     dt.time: pl.Time(),
-    dt.timedelta: pl.Duration("us"),
 }
 _NULL = pl.Null()
 

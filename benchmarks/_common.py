@@ -75,10 +75,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
-                                 for v, w, num in zip(values, widths, numeric)) + " |"
+                                 for v, w, num in zip(values, widths, numeric, strict=True)) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric)) + "|"
+                          for w, num in zip(widths, numeric, strict=True)) + "|"
     return "\n".join([line(headers), rule, *(line(r) for r in cells)])
 
 

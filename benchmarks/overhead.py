@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as c
 import cloudpickle
 import polars as pl
 
-import _common as c
 import batchkit as bk
 
 TARGET = 2.5

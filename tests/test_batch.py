@@ -8,10 +8,10 @@ import sys
 
 import polars as pl
 import pytest
+import rowfns
 from polars.testing import assert_frame_equal
 
 import batchkit as bk
-import rowfns
 
 # -- add: counts and idempotency ---------------------------------------------------------
 
@@ -82,8 +82,8 @@ def test_key_none_hashes_the_row_stably(make_batch, tmp_path):
     two = make_batch("two", store=str(tmp_path / "other.duckdb"))
     assert one.add(frame, key=None) == 3
     assert two.add(frame.reverse(), key=None) == 3
-    keys_one = dict(zip(one.items()["a"].to_list(), one.items()["_key"].to_list()))
-    keys_two = dict(zip(two.items()["a"].to_list(), two.items()["_key"].to_list()))
+    keys_one = dict(one.items().select("a", "_key").rows())
+    keys_two = dict(two.items().select("a", "_key").rows())
     assert keys_one == keys_two
     assert len(set(keys_one.values())) == 3
     assert one.add(frame, key=None) == 0

@@ -189,13 +189,15 @@ def test_timezone_aware_datetime_keeps_the_instant(make_batch):
     assert got == at
 
 
-def test_timedelta_result_round_trips(make_batch):
-    """A timedelta result is stored as a Duration and the batch stays readable."""
-    batch = _run(make_batch, [{"took": dt.timedelta(seconds=90)}, {"took": None}])
-    assert batch.counts()["done"] == 2
-    results = batch.results()
-    assert results["took"].dtype == pl.Duration("us")
-    assert results["took"].to_list() == [dt.timedelta(seconds=90), None]
+def test_timedelta_result_fails_the_row_and_batch_stays_readable(make_batch):
+    """A timedelta result fails its row with ResultTypeError; the batch stays readable."""
+    batch = _run(make_batch, [{"took": dt.timedelta(seconds=90)}, {"took": None},
+                              {"took": [dt.timedelta(1)]}, dt.timedelta(2)])
+    rows = _status(batch)
+    assert [r[1] for r in rows] == ["failed", "done", "failed", "failed"]
+    assert {r[2] for r in rows if r[1] == "failed"} == {"ResultTypeError"}
+    assert "timedelta" in rows[0][3]
+    assert batch.results()["i"].to_list() == [1]
 
 
 def test_int_and_float_widen_to_float(make_batch):
@@ -217,7 +219,7 @@ def test_int_column_widens_when_a_later_run_returns_floats(make_batch):
 
 
 def test_drift_in_one_chunk_fails_only_the_drifting_row(make_batch):
-    """str after int in one chunk: only that row fails with TypeDriftError naming column, row, types."""
+    """str after int in one chunk: that row alone fails, naming column, row and both types."""
     batch = _run(make_batch, [{"v": 1}, {"v": "two"}, {"v": 3}])
     rows = _status(batch)
     assert [r[1] for r in rows] == ["done", "failed", "done"]
