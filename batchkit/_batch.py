@@ -87,11 +87,17 @@ def _hash_rows(frame: pl.DataFrame) -> pl.Series:
         if dtype.is_nested() or isinstance(dtype, (pl.Object, pl.Binary)):
             values = [json.dumps(v, default=str, sort_keys=True)
                       for v in frame[name].to_list()]
-            parts.append(pl.Series(name, values, dtype=pl.String))
+            text = pl.Series(name, values, dtype=pl.String)
         else:
-            parts.append(frame[name].cast(pl.String).fill_null("\x00"))
-    joined = pl.DataFrame(parts).select(
-        pl.concat_str(pl.all(), separator="\x1f")).to_series().to_list()
+            text = frame[name].cast(pl.String)
+        parts.append(text.alias(name))
+    # each value length-prefixed ("5:hello"), null as "-": no value can imitate a
+    # separator or a null, so different rows never hash the same input
+    framed = pl.DataFrame(parts).select(
+        pl.concat_str([pl.concat_str(pl.col(c).str.len_bytes().cast(pl.String), pl.lit(":"),
+                                     pl.col(c)).fill_null("-") for c in frame.columns],
+                      separator="|"))
+    joined = framed.to_series().to_list()
     return pl.Series("_key", [hashlib.blake2b(s.encode(), digest_size=12).hexdigest()
                               for s in joined], dtype=pl.String)
 

@@ -115,13 +115,18 @@ def _interactive() -> bool:
 
 
 def wants_context(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` takes a second positional argument (the ItemContext)."""
+    """Whether ``fn`` takes the ItemContext as its second positional argument."""
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2
+    if len(positional) < 2:
+        return False
+    # fn(row, ctx) — but not fn(row, cache=None): a defaulted second parameter is the
+    # user's own unless it is named like a context
+    second = positional[1]
+    return second.default is inspect.Parameter.empty or second.name in ("ctx", "context")
 
 
 def check_function(fn: Any, backend: str) -> str:

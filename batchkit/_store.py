@@ -136,6 +136,13 @@ def from_store_frame(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
+def _as_interrupt(exc: BaseException) -> BaseException:
+    """DuckDB turns Ctrl-C during a query into an error: make it a KeyboardInterrupt again."""
+    if isinstance(exc, duckdb.InterruptException) or "interrupted" in str(exc).lower():
+        return KeyboardInterrupt()
+    return exc
+
+
 def _id_range(frame: pl.DataFrame) -> list[int]:
     """[min, max] of a frame's ``_id``: lets DuckDB skip row groups outside it."""
     ids = frame["_id"]
@@ -185,7 +192,6 @@ class Store:
                 "batchkit?"
             ) from exc
         self.lock = threading.RLock()
-        self._rows: list[tuple[Any, ...]] = []
         self._results_schema: dict[str, dict[str, pl.DataType]] = {}
         self._info: dict[str, BatchInfo] = {}
         self._init_meta()
@@ -199,9 +205,19 @@ class Store:
 
     def _exec(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Execute one statement and fetch all its rows (DuckDB wants results finished)."""
-        self._rows = self.con.execute(sql, params).fetchall() if params is not None else \
-            self.con.execute(sql).fetchall()
-        return self._rows
+        try:
+            if params is None:
+                return self.con.execute(sql).fetchall()
+            return self.con.execute(sql, params).fetchall()
+        except (duckdb.InterruptException, RuntimeError) as exc:
+            raise _as_interrupt(exc) from None
+
+    def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a statement with a result set (SELECT, or UPDATE ... RETURNING) as Polars."""
+        try:
+            return self.con.sql(sql, params=list(params) if params else None).pl()
+        except (duckdb.InterruptException, RuntimeError) as exc:
+            raise _as_interrupt(exc) from None
 
     def _init_meta(self) -> None:
         tables = self._tables()
@@ -369,8 +385,7 @@ class Store:
     def results_schema(self, name: str) -> dict[str, pl.DataType]:
         """Result columns of a batch and their Polars types (cached)."""
         if name not in self._results_schema:
-            rel = self.con.sql(f"SELECT * FROM {_q(name + '__results')} LIMIT 0")
-            schema = dict(rel.pl().schema)
+            schema = dict(self._frame(f"SELECT * FROM {_q(name + '__results')} LIMIT 0").schema)
             schema.pop("_id", None)
             self._results_schema[name] = schema
         return self._results_schema[name]
@@ -378,7 +393,7 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Run a SELECT and return a Polars frame."""
         with self.lock:
-            return self.con.sql(sql, params=list(params) if params else None).pl()
+            return self._frame(sql, params)
 
     def _select_sql(self, name: str, *, where: str, status_columns: bool,
                     results: bool, key: bool = False) -> str:
@@ -532,13 +547,13 @@ class Store:
         info = self._require(name)
         sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
         inputs = ", ".join(_q(c) for c in info.input_schema)
-        claimed = self.con.sql(
+        claimed = self._frame(
             f"UPDATE {_q(name)} SET _status = 'running', _attempts = _attempts + 1, "
             "_run_id = ? WHERE _id BETWEEN ? AND ? AND _status = 'pending' "
             f"AND (_not_before IS NULL OR _not_before <= ?){sel} "
             f"RETURNING _id, _key, _attempts, _attempts_base, {inputs}",
-            params=[run_id, lo, hi, now],
-        ).pl()
+            [run_id, lo, hi, now],
+        )
         claimed = from_store_frame(claimed, info.input_schema)
         return claimed.sort("_id")
 
@@ -620,11 +635,12 @@ class Store:
                             f"INSERT INTO {results} (_id{names}) SELECT v._id{vals} "
                             f"FROM _bk_values v JOIN {table} i ON i._id = v._id "
                             "WHERE i._id BETWEEN ? AND ? AND i._attempts = v._attempt "
-                            "AND i._status = 'running'", _id_range(values))
+                            "AND i._status = 'running' AND i._run_id = ?",
+                            [*_id_range(values), run_id])
                     finally:
                         self.con.unregister("_bk_values")
                 if outcomes is not None and outcomes.height:
-                    self._write_outcomes(table, outcomes)
+                    self._write_outcomes(table, run_id, outcomes)
                 claimed = (self._claim(name, run_id, claim[0], claim[1], now=now,
                                        selected=selected) if claim is not None else None)
                 self._exec("COMMIT")
@@ -636,8 +652,8 @@ class Store:
 
     _NARROW = ("_id", "_attempt", "_status", "_started_at", "_finished_at", "_duration_s")
 
-    def _write_outcomes(self, table: str, outcomes: pl.DataFrame) -> None:
-        """UPDATE rows from outcomes, fenced on attempt and status.
+    def _write_outcomes(self, table: str, run_id: str, outcomes: pl.DataFrame) -> None:
+        """UPDATE rows from outcomes, fenced on run, attempt and status.
 
         First attempts that succeeded only need four columns (their error columns are
         still empty), which halves the cost of the common case.
@@ -655,8 +671,8 @@ class Store:
                 self._exec(
                     f"UPDATE {table} SET {sets} FROM _bk_out _bk_o "
                     f"WHERE {table}._id = _bk_o._id AND {table}._id BETWEEN ? AND ? "
-                    f"AND {table}._attempts = _bk_o._attempt AND {table}._status = 'running'",
-                    _id_range(part))
+                    f"AND {table}._attempts = _bk_o._attempt AND {table}._status = 'running' "
+                    f"AND {table}._run_id = ?", [*_id_range(part), run_id])
             finally:
                 self.con.unregister("_bk_out")
 
