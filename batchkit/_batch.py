@@ -22,7 +22,6 @@ from ._report import RunReport
 from ._runner import Runner, check_function, make_options
 from ._store import (
     RESERVED_COLUMNS,
-    STATUS_COLUMNS,
     Store,
     check_batch_name,
     check_storable_schema,
@@ -384,7 +383,7 @@ class Batch:
         )
 
     def items(self) -> pl.DataFrame:
-        """Every row with its status columns (``_id``, ``_key``, inputs, results, ``_status`` ...)."""
+        """Every row: ``_id``, ``_key``, inputs, results and the status columns."""
         if self.store.batch_info(self.name) is None:
             return pl.DataFrame()
         return self.store.read(self.name, status_columns=True)

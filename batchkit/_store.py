@@ -15,6 +15,7 @@ by the driver alone (workers never touch the store).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -30,7 +31,7 @@ import duckdb
 import polars as pl
 
 from ._errors import ConfigError, SchemaError, StoreError, StoreInUseError, StoreVersionError
-from ._types import fill_null_leaves, has_null_leaf, merge_dtypes
+from ._types import DType, fill_null_leaves, has_null_leaf, merge_dtypes
 
 __all__ = ["STATUSES", "STATUS_COLUMNS", "SCHEMA_VERSION", "Store"]
 
@@ -89,14 +90,14 @@ def _schema_from_bytes(data: bytes) -> pl.Schema:
     return pl.read_ipc(io.BytesIO(data)).schema
 
 
-def _storable(dtype: pl.DataType) -> pl.DataType | None:
+def _storable(dtype: DType) -> DType | None:
     """The dtype a column is stored as, if not itself (Durations as Int64)."""
     if isinstance(dtype, pl.Duration):
         return pl.Int64()
     return None
 
 
-def _contains(dtype: pl.DataType, kinds: tuple[type, ...]) -> bool:
+def _contains(dtype: DType, kinds: tuple[type, ...]) -> bool:
     if isinstance(dtype, kinds):
         return True
     if isinstance(dtype, (pl.List, pl.Array)):
@@ -192,7 +193,7 @@ class Store:
                 "batchkit?"
             ) from exc
         self.lock = threading.RLock()
-        self._results_schema: dict[str, dict[str, pl.DataType]] = {}
+        self._results_schema: dict[str, dict[str, DType]] = {}
         self._info: dict[str, BatchInfo] = {}
         self._init_meta()
 
@@ -258,10 +259,8 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (the file stays)."""
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.con.close()
-        except duckdb.Error:
-            pass
 
     def set_schema_version(self, version: int) -> None:
         """Overwrite the stored schema version (used by tests of version checks)."""
@@ -382,11 +381,11 @@ class Store:
                 out[status] = int(n)
         return out
 
-    def results_schema(self, name: str) -> dict[str, pl.DataType]:
+    def results_schema(self, name: str) -> dict[str, DType]:
         """Result columns of a batch and their Polars types (cached)."""
         if name not in self._results_schema:
-            schema = dict(self._frame(f"SELECT * FROM {_q(name + '__results')} LIMIT 0").schema)
-            schema.pop("_id", None)
+            frame = self._frame(f"SELECT * FROM {_q(name + '__results')} LIMIT 0")
+            schema: dict[str, DType] = {n: t for n, t in frame.schema.items() if n != "_id"}
             self._results_schema[name] = schema
         return self._results_schema[name]
 
@@ -565,7 +564,7 @@ class Store:
         """
         known = self.results_schema(name)
         table = _q(name + "__results")
-        casts: dict[str, pl.DataType] = {}
+        casts: dict[str, DType] = {}
         for col, dtype in values.schema.items():
             if col in ("_id", "_attempt") or dtype == pl.Null():
                 continue
@@ -592,7 +591,7 @@ class Store:
             values = values.with_columns(pl.col(c).cast(t) for c, t in casts.items())
         return values
 
-    def result_conflicts(self, name: str, values: pl.DataFrame) -> dict[str, pl.DataType]:
+    def result_conflicts(self, name: str, values: pl.DataFrame) -> dict[str, DType]:
         """Result columns of ``values`` whose type cannot merge with the stored type."""
         known = self.results_schema(name)
         out = {}
@@ -601,7 +600,7 @@ class Store:
                 out[col] = known[col]
         return out
 
-    def _sql_type(self, dtype: pl.DataType) -> str:
+    def _sql_type(self, dtype: DType) -> str:
         self.con.register("_bk_t", pl.DataFrame({"x": pl.Series([], dtype=dtype)}))
         try:
             return str(self._exec("DESCRIBE SELECT x FROM _bk_t")[0][1])
@@ -660,7 +659,7 @@ class Store:
         """
         first_ok = (pl.col("_status") == "done") & (pl.col("_attempt") == 1)
         parts = [outcomes.filter(first_ok).select(self._NARROW), outcomes.filter(~first_ok)]
-        for i, part in enumerate(parts):
+        for part in parts:
             if not part.height:
                 continue
             self.con.register("_bk_out", part)
@@ -678,7 +677,10 @@ class Store:
 
     def release(self, name: str, run_id: str, ids: Sequence[int] | pl.Series, *,
                 refund: bool) -> None:
-        """Put running rows of this run back to pending (``refund``: their attempt is not charged)."""
+        """Put running rows of this run back to pending.
+
+        ``refund``: their attempt is not charged (they never started).
+        """
         frame = pl.DataFrame({"_id": pl.Series(list(ids) if not isinstance(ids, pl.Series)
                                                else ids, dtype=pl.Int64)})
         if not frame.height:

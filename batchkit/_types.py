@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 __all__ = [
     "RESERVED_PREFIX",
@@ -36,7 +37,10 @@ __all__ = [
 
 RESERVED_PREFIX = "_"
 
-_SCALAR_DTYPES: dict[type, pl.DataType] = {
+#: a Polars dtype, as an instance (``pl.Int64()``) or a class (``pl.Int64``)
+DType = pl.DataType | DataTypeClass
+
+_SCALAR_DTYPES: dict[type, DType] = {
     bool: pl.Boolean(),
     int: pl.Int64(),
     float: pl.Float64(),
@@ -56,7 +60,7 @@ class ResultError(Exception):
         self.type_name = type_name
 
 
-def dtype_name(dtype: pl.DataType | type) -> str:
+def dtype_name(dtype: DType) -> str:
     """A short readable name of a Polars dtype (``Int64``, ``List(String)``)."""
     return str(dtype)
 
@@ -82,7 +86,7 @@ def normalize_result(out: Any, fn_name: str) -> dict[str, Any]:
     )
 
 
-def _dtype_of(value: Any) -> pl.DataType:
+def _dtype_of(value: Any) -> DType:
     """The Polars dtype of one Python value (raises ResultError on a mix inside it)."""
     if value is None:
         return _NULL
@@ -108,7 +112,7 @@ def _dtype_of(value: Any) -> pl.DataType:
             return _NULL
         return pl.Struct({str(k): _dtype_of(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
-        inner: pl.DataType = _NULL
+        inner: DType = _NULL
         for item in value:
             merged = merge_dtypes(inner, _dtype_of(item))
             if merged is None:
@@ -125,7 +129,7 @@ def _dtype_of(value: Any) -> pl.DataType:
     )
 
 
-def merge_dtypes(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
+def merge_dtypes(a: DType, b: DType) -> DType | None:
     """The dtype that holds values of both ``a`` and ``b``, or None if they conflict.
 
     Example:
@@ -162,7 +166,7 @@ def merge_dtypes(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
     return None
 
 
-def has_null_leaf(dtype: pl.DataType) -> bool:
+def has_null_leaf(dtype: DType) -> bool:
     """Whether a dtype still has an unknown (Null) part, like ``List(Null)``."""
     if dtype == _NULL:
         return True
@@ -173,7 +177,7 @@ def has_null_leaf(dtype: pl.DataType) -> bool:
     return False
 
 
-def fill_null_leaves(dtype: pl.DataType) -> pl.DataType:
+def fill_null_leaves(dtype: DType) -> DType:
     """Replace unknown parts by String (a list that was always empty: ``List(String)``)."""
     if dtype == _NULL:
         return pl.String()
@@ -186,7 +190,7 @@ def fill_null_leaves(dtype: pl.DataType) -> pl.DataType:
 
 def _column_dtype(
     name: str, values: Sequence[Any], keys: Sequence[str], errors: dict[int, ResultError]
-) -> pl.DataType:
+) -> DType:
     """Infer one column's dtype; rows whose value drifts go into ``errors``."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
@@ -198,7 +202,7 @@ def _column_dtype(
             return _SCALAR_DTYPES[only]
     elif kinds == {int, float}:
         return pl.Float64()
-    column: pl.DataType = _NULL
+    column: DType = _NULL
     for i, value in enumerate(values):
         if value is None or i in errors:
             continue
@@ -244,7 +248,7 @@ def build_values(
                     "ResultKeyError",
                     f"result keys must be strings not starting with {RESERVED_PREFIX!r} "
                     f"(batchkit's own columns); got {bad!r}. Rename that key.")
-    dtypes: dict[str, pl.DataType] = {}
+    dtypes: dict[str, DType] = {}
     columns: dict[str, list[Any]] = {}
     for name in names:
         values = [out.get(name) for out in results]
@@ -258,6 +262,6 @@ def build_values(
     return series, errors
 
 
-def iter_dtype_names(schema: Iterable[tuple[str, pl.DataType]]) -> list[str]:
+def iter_dtype_names(schema: Iterable[tuple[str, DType]]) -> list[str]:
     """``name: dtype`` strings for messages."""
     return [f"{n}: {dtype_name(t)}" for n, t in schema]

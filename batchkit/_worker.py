@@ -75,13 +75,13 @@ class _ChunkContext(ItemContext):
         self._attempts = attempts
         self.index = 0
 
-    @property  # type: ignore[override]
-    def key(self) -> str:
+    @property
+    def key(self) -> str:  # type: ignore[override]
         """The row's key."""
         return self._keys[self.index]
 
-    @property  # type: ignore[override]
-    def attempt(self) -> int:
+    @property
+    def attempt(self) -> int:  # type: ignore[override]
         """The row's attempt number (1 for the first)."""
         return self._attempts[self.index]
 
