@@ -80,8 +80,12 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=None, help="default: automatic")
     p.add_argument("--backends", default="threads,sequential,processes",
                    help="comma-separated; the first is the one judged against the target")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="experiment: sys.setswitchinterval(S) before the jobs (default 0.005)")
     p.add_argument("--quick", action="store_true", help="20,000 rows, 1 repeat")
     a = p.parse_args()
+    if a.switch_interval:
+        sys.setswitchinterval(a.switch_interval)
     rows = a.rows or (20_000 if a.quick else 1_000_000)
     repeat = a.repeat or (1 if a.quick else 3)
     backends = [b.strip() for b in a.backends.split(",") if b.strip()]
@@ -92,7 +96,8 @@ def main() -> None:
         c.header(f"overhead: {rows:,} rows, trivial function, add + run + export Parquet")
         df = c.make_frame(rows)
         print(f"input: {df.height:,} rows, {df.estimated_size() / c.MIB:.1f} MiB; "
-              f"workers={a.workers}, chunk_size={a.chunk_size or 'auto'}, repeats={repeat}")
+              f"workers={a.workers}, chunk_size={a.chunk_size or 'auto'}, repeats={repeat}, "
+              f"switch interval {sys.getswitchinterval() * 1e3:g} ms")
         jobs = ["plain loop", *backends]
         times: dict[str, list[dict[str, float]]] = {j: [] for j in jobs}
         checked = False
