@@ -278,7 +278,7 @@ class Runner:
                 remaining = max(0, remaining - rows_done)
             if claimed is not None and claimed.height:
                 self._dispatch(claimed, size)
-            if self.suspects and not self.inflight:
+            if self.suspects and not self.inflight and not self.stop_reason:
                 self._submit(self.suspects.popleft(), isolated=True)
             if self.inflight:
                 self._wait()
