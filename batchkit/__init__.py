@@ -33,7 +33,9 @@ from ._errors import (
 )
 from ._executors import BACKENDS
 from ._policy import RetryPolicy, classify, redact
+from ._ratelimit import Limiter, RateLimit
 from ._report import RunReport
+from ._steps import Pipeline, Step, StepContext, pipeline, step
 from ._store import STATUS_COLUMNS, STATUSES
 from ._worker import ItemContext, current_item
 
@@ -53,10 +55,15 @@ __all__ = [
     "ConfigError",
     "ItemContext",
     "ItemTimeout",
+    "Limiter",
     "Permanent",
+    "Pipeline",
+    "RateLimit",
     "RetryPolicy",
     "RunReport",
     "SchemaError",
+    "Step",
+    "StepContext",
     "StoreError",
     "StoreInUseError",
     "StoreVersionError",
@@ -65,5 +72,7 @@ __all__ = [
     "__version__",
     "classify",
     "current_item",
+    "pipeline",
     "redact",
+    "step",
 ]

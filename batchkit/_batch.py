@@ -294,7 +294,7 @@ class Batch:
         options = make_options(backend=backend, workers=workers, chunk_size=chunk_size,
                                retries=retries, timeout=timeout, on_error=on_error,
                                max_failure_rate=max_failure_rate, progress=progress)
-        fn_name = check_function(fn, options.backend)
+        fn_name = check_function(fn, options.backend, options.workers)
         info = self.store.batch_info(self.name)
         if info is None:
             from ._report import RunReport as _R

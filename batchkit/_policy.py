@@ -151,9 +151,16 @@ def classify(exc: BaseException) -> ErrorInfo:
 
 _SECRET_PARAM = re.compile(
     r"(?i)\b([\w-]*(?:api[_-]?key|apikey|token|secret|password|passwd|signature|auth)[\w-]*)"
-    r"(=|:\s*|\"?\s*:\s*\"?)(?!(?:bearer|basic)\b)([^&\s\"',;]+)"
+    r"(=|:\s*|[\"']?\s*:\s*[\"']?)"
+    r"(?!(?:bearer|basic)\b|\*\*\*|[A-Za-z][\w.-]*(?:\s+|%20|\+)\*\*\*)([^&\s\"',;]+)"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9._~+/=-]{6,}")
+# an Authorization header of any scheme ("Token abc", "Digest ...", or a bare credential)
+_AUTH_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:([A-Za-z][\w.-]*)(\s+|%20|\+))?[^\s\"',;&]+"
+)
+_USERINFO = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")  # https://user:password@host
 _MAX_MESSAGE = 2000
 
 
@@ -166,7 +173,10 @@ def redact(text: str, *, limit: int = _MAX_MESSAGE) -> str:
         >>> redact("Authorization: Bearer abcdef123456")
         'Authorization: Bearer ***'
     """
-    text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _AUTH_HEADER.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + m.group(3) if m.group(2) else ''}***", text)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}***@", text)
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     if len(text) > limit:
         text = text[: limit - 15] + " …[truncated]"

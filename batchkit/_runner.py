@@ -129,11 +129,14 @@ def wants_context(fn: Callable[..., Any]) -> bool:
     return second.default is inspect.Parameter.empty or second.name in ("ctx", "context")
 
 
-def check_function(fn: Any, backend: str) -> str:
+def check_function(fn: Any, backend: str, workers: int = 1) -> str:
     """Validate the row function; return its name."""
     if not callable(fn):
         raise ConfigError(f"the function to run must be callable, got {type(fn).__name__}")
     name = getattr(fn, "__name__", None) or type(fn).__name__
+    check_workers = getattr(fn, "check_workers", None)
+    if backend == "processes" and callable(check_workers):
+        check_workers(workers)  # e.g. a rate limit that cannot be split across processes
     if backend == "processes":
         import cloudpickle
 
@@ -333,6 +336,7 @@ class Runner:
             timeout=self.opt.timeout,
             driver_pid=None if self.executor.shares_memory else os.getpid(),
             cancel=self.cancel if self.executor.shares_memory else None,
+            processes=1 if self.executor.shares_memory else self.opt.workers,
         )
         self.inflight[self.executor.submit(task)] = _InFlight(rows, isolated)
 

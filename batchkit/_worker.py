@@ -86,6 +86,14 @@ class _ChunkContext(ItemContext):
         return self._attempts[self.index]
 
 
+_PROCESS_SHARE = 1  # worker processes of the current run (1 outside a process pool)
+
+
+def process_share() -> int:
+    """How many worker processes share the run's limits (1 on threads or in the driver)."""
+    return _PROCESS_SHARE
+
+
 _CURRENT: contextvars.ContextVar[ItemContext | None] = contextvars.ContextVar(
     "batchkit_item", default=None)
 
@@ -114,6 +122,7 @@ class ChunkTask:
     timeout: float | None = None
     driver_pid: int | None = None  # processes: refuse work once the driver is gone
     cancel: threading.Event | None = field(default=None, repr=False)  # threads only
+    processes: int = 1  # worker processes sharing the run's rate limits
 
 
 @dataclass
@@ -229,6 +238,9 @@ _ErrorTuple = tuple[str, str, str, bool, "float | None"]
 
 def run_chunk(task: ChunkTask) -> ChunkResult:
     """Run ``task.fn`` over every row of the chunk; never raises for a row's error."""
+    global _PROCESS_SHARE
+    if task.driver_pid is not None:
+        _PROCESS_SHARE = task.processes
     frame = task.frame
     ids: list[int] = frame["_id"].to_list()
     keys: list[str] = frame["_key"].to_list()

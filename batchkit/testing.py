@@ -1,4 +1,5 @@
-"""Test mode, public: a fake clock (no backoff sleeps) and flaky-function helpers.
+"""Test mode, public: a fake clock (no backoff sleeps), flaky-function helpers and a
+local simulated web service (``SimService``, loopback only).
 
 Example:
     >>> import polars as pl, batchkit as bk
@@ -20,9 +21,10 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from ._errors import Permanent, Transient
+from ._simservice import SimService
 from ._worker import current_item
 
-__all__ = ["FakeClock", "Flaky", "Poison"]
+__all__ = ["FakeClock", "Flaky", "Poison", "SimService"]
 
 
 class FakeClock:

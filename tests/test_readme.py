@@ -56,3 +56,22 @@ def test_readme_lists_every_cli_command() -> None:
     terminal = "\n".join(_blocks("bash"))
     for name in sub.choices:
         assert f"batchkit {name}" in terminal or f"batchkit {name}" in README, name
+
+
+def test_readme_steps_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps example runs against the simulated service and its stated figures hold."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(ROOT / "data" / "companies.csv", tmp_path / "data" / "companies.csv")
+    monkeypatch.chdir(tmp_path)
+    code = _blocks("python")[1]
+    scope: dict[str, object] = {}
+    exec(compile("import polars as pl\n" + code, "README.md", "exec"), scope)  # noqa: S102
+    report = scope["report"]
+    assert report.succeeded == 50  # type: ignore[attr-defined]
+    import batchkit as bk
+
+    batch = bk.Batch("steps", store="steps.duckdb")
+    try:
+        assert batch.results()["cost_usd"].sum() == pytest.approx(0.60)
+    finally:
+        batch.close()

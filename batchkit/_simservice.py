@@ -1,0 +1,661 @@
+"""Local simulated web services for tests, benchmarks and the demo (loopback only).
+
+``SimService`` is a small HTTP/1.1 JSON API modelled on the lead-enrichment
+scenario (company search, AI extraction, contact search, batched e-mail
+verification). It runs in a daemon thread of the calling process, bound to
+127.0.0.1 on a free port, and can misbehave on purpose: latency, a server-side
+rate limit answered with 429 + ``Retry-After``, a share of transient 503s, 404s for
+unknown inputs, 413 for oversized batches. Every answer is computed from the
+input, so tests can assert values.
+
+=========================  =================================================
+endpoint                   answer
+=========================  =================================================
+``GET /search?q=NAME``     ``{"company", "domain", "industry", "snippet"}``
+``POST /extract``          body ``{"text"}`` → ``{"size", "industry",
+                           "revenue", "tech_stack", "tokens"}``
+``GET /contacts?domain=D`` ``{"domain", "contacts": [{"name", "email"}, ...]}``
+``POST /verify``           body ``{"emails": [...]}`` (≤ ``batch_max``) →
+                           ``{"results": [{"email", "valid"}, ...]}``
+``GET /health``            ``{"ok": true}`` (no latency, no limit, not counted)
+``GET /stats``             ``SimService.stats()`` as JSON, for a server run in
+                           another process (not counted); ``DELETE /stats``
+                           resets them
+=========================  =================================================
+
+Errors are JSON ``{"error": ..., "status": ...}``. Request headers are never
+echoed (an ``Authorization`` header cannot leak through an answer).
+
+Run one in its own process (for benchmarks: the server then does not share the
+client's GIL)::
+
+    python -m batchkit._simservice --latency 0.02      # prints the URL, serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["ENDPOINTS", "SimService", "parse_rate"]
+
+#: the endpoints that take latency, rate limits and failures (health and stats do not)
+ENDPOINTS = ("/search", "/extract", "/contacts", "/verify")
+
+_INDUSTRIES = ("software", "fintech", "healthcare", "logistics", "retail", "energy",
+               "manufacturing", "media", "education", "biotech")
+_SIZES = ("1-10", "11-50", "51-200", "201-500", "501-1000", "1001-5000", "5000+")
+_TECH = ("python", "postgres", "react", "aws", "kubernetes", "snowflake", "go", "java",
+         "salesforce", "shopify", "gcp", "azure", "rust", "kafka")
+_FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Radia",
+          "Ken", "Margaret", "Dennis", "Leslie", "Tim", "Sophie", "Guido")
+_LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus",
+         "Perlman", "Thompson", "Hamilton", "Ritchie", "Lamport", "Berners-Lee", "Wilson",
+         "van Rossum")
+_TITLES = ("CEO", "CTO", "VP Engineering", "Head of Data", "VP Sales", "COO")
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+            "h": 3600.0, "hr": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+?)s?\s*$", re.IGNORECASE)
+_DOMAIN_SUFFIX = ".example"
+
+
+def parse_rate(value: str | float | int) -> tuple[int, float]:
+    """A rate as ``(calls, period_seconds)``: "100/min", "10/s", "5/h" or calls per second.
+
+    A number below 1, or not whole, becomes one call per ``1 / rate`` seconds.
+
+    Example:
+        >>> parse_rate("100/min"), parse_rate("10/s"), parse_rate(4), parse_rate(0.5)
+        ((100, 60.0), (10, 1.0), (4, 1.0), (1, 2.0))
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"a rate must be like '100/min' or a number per second, got {value!r}")
+    if isinstance(value, (int, float)):
+        rate = float(value)
+        if not rate > 0 or math.isinf(rate):
+            raise ValueError(f"a rate must be > 0 calls per second, got {value!r}")
+        return (int(rate), 1.0) if rate.is_integer() else (1, 1.0 / rate)
+    m = _RATE.match(str(value))
+    if not m or m.group(2).lower() not in _PERIODS or not float(m.group(1)).is_integer() \
+            or float(m.group(1)) < 1:
+        raise ValueError(f"a rate must be like '100/min', '10/s' or '5/h' (whole calls per "
+                         f"second, minute or hour), or a number per second; got {value!r}")
+    return int(float(m.group(1))), _PERIODS[m.group(2).lower()]
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts (stable across processes)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def _pick(seq: tuple[str, ...], *parts: object) -> str:
+    return seq[int(_unit(*parts) * len(seq))]
+
+
+def domain_of(company: str) -> str:
+    """The domain the simulated search gives a company: its slug + ``.example``.
+
+    Example:
+        >>> domain_of("Acme Corp.")
+        'acme-corp.example'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", company.lower()).strip("-") or "company"
+    return slug + _DOMAIN_SUFFIX
+
+
+class _Window:
+    """A sliding-window log: at most ``calls`` accepted requests in any ``period`` seconds."""
+
+    def __init__(self, calls: int, period: float) -> None:
+        self.calls = calls
+        self.period = period
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """Record a request at ``now`` and return None, or return seconds until one is allowed."""
+        while self.times and self.times[0] <= now - self.period:
+            self.times.popleft()
+        if len(self.times) < self.calls:
+            self.times.append(now)
+            return None
+        return self.times[0] + self.period - now
+
+
+def _per_endpoint(name: str, value: Any) -> dict[str, Any]:
+    """A setting for every endpoint: one value for all, or a mapping endpoint → value."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(ENDPOINTS)
+        if unknown:
+            raise ValueError(f"{name}: unknown endpoints {sorted(unknown)}; "
+                             f"use some of {list(ENDPOINTS)}")
+        return {e: value.get(e) for e in ENDPOINTS}
+    return dict.fromkeys(ENDPOINTS, value)
+
+
+def _check_latency(value: Any) -> tuple[float, float]:
+    if value is None:
+        return (0.0, 0.0)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo = hi = float(value)
+    else:
+        raise ValueError(f"latency must be seconds or a (low, high) pair, got {value!r}")
+    if not 0 <= lo <= hi:
+        raise ValueError(f"latency must satisfy 0 <= low <= high, got {value!r}")
+    return lo, hi
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer with an error status."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+_COUNTERS = ("requests", "ok", "400", "401", "404", "405", "413", "429", "500", "503", "items",
+             "max_in_flight")
+
+
+class SimService:
+    """A simulated JSON API on 127.0.0.1 for tests and benchmarks (see the module docstring).
+
+    Args:
+        latency: seconds each answer takes, a ``(low, high)`` pair drawn uniformly
+            (deterministic per request from ``seed``), or a mapping endpoint → either.
+            404, 503 and 400 answers take the latency too; 429, 401 and 405 are immediate.
+        rate_limit: ``"100/min"``, ``"10/s"``, a number per second, or a mapping endpoint →
+            rate; each endpoint counts its own. A strict sliding window: no ``period``-long
+            window holds more accepted requests than the limit; refused requests get 429
+            with ``Retry-After`` (whole seconds until a slot frees) and do not count.
+        transient_share: share of requests answered 503 (0 to 1, or a mapping). Which ones
+            is decided by a hash of ``seed``, the endpoint, the input and how many times that
+            input was asked before, so a retry of the same input can succeed and a rerun
+            with the same seed fails the same attempts.
+        known: the companies ``/search`` knows: a set of names or a predicate; others get
+            404. ``None`` knows every company.
+        batch_max: most e-mails ``/verify`` takes in one call (more get 413).
+        api_key: if set, every endpoint but ``/health`` wants ``Authorization: Bearer KEY``
+            or ``X-Api-Key: KEY`` and answers 401 otherwise.
+        seed: seeds the transient failures and latency draws.
+        port: 0 for a free port.
+
+    Example:
+        >>> import httpx
+        >>> with SimService(known={"Acme"}) as svc:
+        ...     r = httpx.get(svc.url + "/search", params={"q": "Acme"})
+        ...     miss = httpx.get(svc.url + "/search", params={"q": "Nope"})
+        ...     r.json()["domain"], miss.status_code, svc.stats()["/search"]["404"]
+        ('acme.example', 404, 1)
+    """
+
+    def __init__(self, *, latency: Any = 0.0, rate_limit: Any = None,
+                 transient_share: Any = 0.0,
+                 known: Collection[str] | Callable[[str], bool] | None = None,
+                 batch_max: int = 100, api_key: str | None = None, seed: int = 0,
+                 port: int = 0) -> None:
+        self._latency = {e: _check_latency(v)
+                         for e, v in _per_endpoint("latency", latency).items()}
+        self._limits: dict[str, _Window | None] = {
+            e: (_Window(*parse_rate(v)) if v is not None else None)
+            for e, v in _per_endpoint("rate_limit", rate_limit).items()}
+        shares = _per_endpoint("transient_share", transient_share)
+        for v in shares.values():
+            if v is not None and not 0 <= float(v) <= 1:
+                raise ValueError(f"transient_share must be between 0 and 1, got {v!r}")
+        self._shares = {e: float(v or 0.0) for e, v in shares.items()}
+        if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
+            raise ValueError(f"batch_max must be a positive whole number, got {batch_max!r}")
+        self.batch_max = batch_max
+        if known is None or callable(known):
+            self._known: Callable[[str], bool] | None = known  # type: ignore[assignment]
+        else:
+            names = frozenset(known)
+            self._known = names.__contains__
+        self._api_key = api_key
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._asked: dict[tuple[str, str], int] = {}
+        self._stats: dict[str, dict[str, int]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._connections = 0
+        self._log: deque[tuple[float, str, int]] = deque(maxlen=1_000_000)
+        self.reset_stats()
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.service = self
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="batchkit-simservice", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL, ``http://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return int(self._server.server_address[1])
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per endpoint, plus ``connections`` (TCP connections accepted).
+
+        Each endpoint has ``requests`` (all), ``ok`` (200), one count per error status
+        (``"400"``, ``"401"``, ``"404"``, ``"405"``, ``"413"``, ``"429"``, ``"500"``,
+        ``"503"``),
+        ``items`` (e-mails verified, ``/verify`` only) and ``max_in_flight`` (most
+        requests it was answering at once). A snapshot: a new dict each call.
+
+        Example:
+            >>> with SimService() as svc:
+            ...     svc.stats()["/search"]["requests"]
+            0
+        """
+        with self._lock:
+            out: dict[str, Any] = {e: dict(c) for e, c in self._stats.items()}
+            out["connections"] = self._connections
+        return out
+
+    def requests_log(self, endpoint: str | None = None) -> list[tuple[float, str, int]]:
+        """``(arrival time, endpoint, status)`` of every answered request, by arrival.
+
+        Arrival times are ``time.monotonic()`` of this process, the same instants the
+        rate limit counts, so a client's rate can be checked from the server's side.
+
+        Example:
+            >>> with SimService() as svc:
+            ...     svc.requests_log("/search")
+            []
+        """
+        with self._lock:
+            log = [r for r in self._log if endpoint is None or r[1] == endpoint]
+        return sorted(log, key=lambda r: r[0])
+
+    def reset_stats(self) -> None:
+        """Zero every counter and the request log (rate-limit windows and retries stay).
+
+        Example:
+            >>> with SimService() as svc:
+            ...     svc.reset_stats()
+        """
+        with self._lock:
+            self._stats = {e: dict.fromkeys(_COUNTERS, 0) for e in ENDPOINTS}
+            self._connections = 0
+            self._log.clear()
+
+    def close(self) -> None:
+        """Stop serving and drop open connections. Calling it again does nothing.
+
+        Example:
+            >>> svc = SimService(); svc.close(); svc.close()
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.drop_connections()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> SimService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.url
+        return f"SimService({state})"
+
+    # -- called by the handler -------------------------------------------------------------
+
+    def _begin(self, endpoint: str) -> float:
+        now = time.monotonic()
+        with self._lock:
+            c = self._stats[endpoint]
+            c["requests"] += 1
+            n = self._in_flight.get(endpoint, 0) + 1
+            self._in_flight[endpoint] = n
+            if n > c["max_in_flight"]:
+                c["max_in_flight"] = n
+        return now
+
+    def _end(self, endpoint: str, arrived: float, status: int, items: int = 0) -> None:
+        with self._lock:
+            c = self._stats[endpoint]
+            self._in_flight[endpoint] -= 1
+            c["ok" if status == 200 else str(status)] += 1
+            c["items"] += items
+            self._log.append((arrived, endpoint, status))
+
+    def _admit(self, endpoint: str, now: float) -> None:
+        window = self._limits[endpoint]
+        if window is None:
+            return
+        with self._lock:
+            wait = window.admit(now)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise _Reply(429, f"rate limit of {window.calls} calls per {window.period:g}s "
+                              f"exceeded; retry after {seconds}s", retry_after=seconds)
+
+    def _authorize(self, headers: Any) -> None:
+        if self._api_key is None:
+            return
+        given = headers.get("X-Api-Key")
+        auth = headers.get("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            given = given or auth[7:].strip()
+        if given != self._api_key:
+            # never say what was sent: only that it was wrong or missing
+            raise _Reply(401, "missing or invalid API key: send 'Authorization: Bearer KEY' "
+                              "or 'X-Api-Key: KEY'")
+
+    def _fail_transiently(self, endpoint: str, subject: str) -> bool:
+        share = self._shares[endpoint]
+        if share <= 0:
+            return False
+        with self._lock:
+            n = self._asked.get((endpoint, subject), 0)
+            self._asked[(endpoint, subject)] = n + 1
+        return _unit(self.seed, "503", endpoint, subject, n) < share
+
+    def _delay(self, endpoint: str, subject: str) -> float:
+        lo, hi = self._latency[endpoint]
+        if hi == lo:
+            return lo
+        with self._lock:
+            n = self._asked.get(("latency:" + endpoint, subject), 0)
+            self._asked[("latency:" + endpoint, subject)] = n + 1
+        return lo + (hi - lo) * _unit(self.seed, "latency", endpoint, subject, n)
+
+    def _is_known(self, company: str) -> bool:
+        return self._known is None or bool(self._known(company))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # kept-alive connections must not hold close() up
+    request_queue_size = 1024  # the default listen backlog of 5 drops bursts of connects
+    service: SimService
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._open_lock:
+            if add:
+                self._open.add(sock)
+            else:
+                self._open.discard(sock)
+
+    def drop_connections(self) -> None:
+        with self._open_lock:
+            socks, self._open = list(self._open), set()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    disable_nagle_algorithm = True  # else every kept-alive answer waits ~40 ms (FACTS)
+    server: _Server
+    server_version = "batchkit-simservice"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+        svc = self.server.service
+        with svc._lock:
+            svc._connections += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        return None  # quiet: tests and benchmarks make thousands of requests
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        if urlsplit(self.path).path.rstrip("/") == "/stats":
+            self._read_body()
+            self.server.service.reset_stats()
+            self._send(200, {"ok": True})
+        else:
+            self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        svc = self.server.service
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        body = self._read_body()
+        if path == "/health":
+            self._send(200, {"ok": True})
+            return
+        if path == "/stats" and method == "GET":
+            self._send(200, svc.stats())
+            return
+        if path not in ENDPOINTS:
+            self._send(404, {"error": f"no endpoint {path!r}; endpoints: {list(ENDPOINTS)}",
+                             "status": 404})
+            return
+        arrived = svc._begin(path)
+        items = 0
+        extra: dict[str, str] = {}
+        try:
+            want = "POST" if path in ("/extract", "/verify") else "GET"
+            if method != want:
+                raise _Reply(405, f"{path} takes {want}, not {method}")
+            svc._authorize(self.headers)
+            svc._admit(path, arrived)
+            subject = self._subject(path, parts.query, body)
+            delay = svc._delay(path, subject)
+            if delay:
+                time.sleep(delay)
+            if svc._fail_transiently(path, subject):
+                raise _Reply(503, "service temporarily unavailable; retry")
+            answer, items = _answer(svc, path, parts.query, body)
+            status = 200
+        except _Reply as reply:
+            status = reply.status
+            answer = {"error": str(reply), "status": reply.status}
+            if reply.retry_after:
+                extra["Retry-After"] = str(reply.retry_after)
+        except Exception as exc:  # noqa: BLE001 - a bug here must still answer
+            status = 500
+            answer = {"error": f"internal error: {type(exc).__name__}", "status": 500}
+        # count before answering: a client that reads stats() after its answer sees it
+        svc._end(path, arrived, status, items)
+        self._send(status, answer, extra)
+
+    def _subject(self, path: str, query: str, body: bytes) -> str:
+        """What a request is about (its input), for deterministic failures and latency."""
+        if path in ("/search", "/contacts"):
+            return query
+        return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the client went away
+
+
+def _param(query: str, name: str) -> str:
+    values = parse_qs(query, keep_blank_values=True).get(name)
+    if not values or not values[0].strip():
+        raise _Reply(400, f"missing query parameter {name!r}")
+    return values[0].strip()
+
+
+def _json_body(body: bytes, field: str) -> Any:
+    try:
+        payload = json.loads(body or b"null")
+    except ValueError:
+        raise _Reply(400, "the body must be JSON") from None
+    if not isinstance(payload, dict) or field not in payload:
+        raise _Reply(400, f"the JSON body must be an object with {field!r}")
+    return payload[field]
+
+
+def _answer(svc: SimService, path: str, query: str, body: bytes) -> tuple[dict[str, Any], int]:
+    """The deterministic answer to a valid request, and how many items it covered."""
+    if path == "/search":
+        company = _param(query, "q")
+        if not svc._is_known(company):
+            raise _Reply(404, f"no company found for q={company[:80]!r}")
+        return search_result(company), 0
+    if path == "/extract":
+        text = _json_body(body, "text")
+        if not isinstance(text, str):
+            raise _Reply(400, "'text' must be a string")
+        return extract_result(text), 0
+    if path == "/contacts":
+        domain = _param(query, "domain").lower()
+        if not domain.endswith(_DOMAIN_SUFFIX):
+            raise _Reply(404, f"no contacts found for domain={domain[:80]!r}")
+        return contacts_result(domain), 0
+    emails = _json_body(body, "emails")
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+        raise _Reply(400, "'emails' must be a list of strings")
+    if len(emails) > svc.batch_max:
+        raise _Reply(413, f"too many e-mails in one call: {len(emails)}; "
+                          f"send at most {svc.batch_max} per call")
+    return verify_result(emails), len(emails)
+
+
+def search_result(company: str) -> dict[str, Any]:
+    """What ``GET /search?q=COMPANY`` answers for a known company.
+
+    Example:
+        >>> search_result("Acme")["domain"]
+        'acme.example'
+    """
+    industry = _pick(_INDUSTRIES, "industry", company)
+    return {"company": company, "domain": domain_of(company), "industry": industry,
+            "snippet": f"{company} is a {industry} company founded in "
+                       f"{1950 + int(_unit('founded', company) * 70)}."}
+
+
+def extract_result(text: str) -> dict[str, Any]:
+    """What ``POST /extract`` answers for a text: size, industry, revenue, tech stack, tokens.
+
+    The industry is the first known industry named in the text, else drawn from it.
+
+    Example:
+        >>> extract_result("Acme is a retail company.")["industry"]
+        'retail'
+    """
+    lowered = text.lower()
+    industry = next((i for i in _INDUSTRIES if i in lowered), None) \
+        or _pick(_INDUSTRIES, "industry", text)
+    size_index = int(_unit("size", text) * len(_SIZES))
+    stack_n = 2 + int(_unit("stack-n", text) * 3)
+    stack = sorted({_pick(_TECH, "stack", text, i) for i in range(stack_n)})
+    return {"size": _SIZES[size_index], "industry": industry,
+            "revenue": int(10 ** (5 + size_index * 0.6 + _unit("revenue", text))),
+            "tech_stack": stack, "tokens": 1500 + len(text) // 4}
+
+
+def contacts_result(domain: str) -> dict[str, Any]:
+    """What ``GET /contacts?domain=D`` answers: two to four decision-makers with e-mails.
+
+    Example:
+        >>> contacts_result("acme.example")["contacts"][0]["email"].endswith("@acme.example")
+        True
+    """
+    n = 2 + int(_unit("contacts-n", domain) * 3)
+    contacts = []
+    f0 = int(_unit("first", domain) * len(_FIRST))
+    l0 = int(_unit("last", domain) * len(_LAST))
+    for i in range(n):  # steps coprime with 16: distinct names
+        first = _FIRST[(f0 + 5 * i) % len(_FIRST)]
+        last = _LAST[(l0 + 3 * i) % len(_LAST)]
+        local = f"{first}.{last}".lower().replace(" ", "").replace("-", "")
+        contacts.append({"name": f"{first} {last}", "title": _pick(_TITLES, "title", domain, i),
+                         "email": f"{local}@{domain}"})
+    return {"domain": domain, "contacts": contacts}
+
+
+def verify_result(emails: list[str]) -> dict[str, Any]:
+    """What ``POST /verify`` answers: one ``{"email", "valid"}`` per address, in order.
+
+    An address is valid if well formed, at an ``.example`` domain, and not in the ~15%
+    the simulator rejects (decided by the address).
+
+    Example:
+        >>> verify_result(["not-an-address"])["results"]
+        [{'email': 'not-an-address', 'valid': False}]
+    """
+    results = []
+    for email in emails:
+        well_formed = re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", email) is not None
+        valid = well_formed and email.lower().endswith(_DOMAIN_SUFFIX) \
+            and _unit("valid", email.lower()) >= 0.15
+        results.append({"email": email, "valid": valid})
+    return {"results": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a SimService in this process until interrupted (prints its URL first)."""
+    p = argparse.ArgumentParser(prog="python -m batchkit._simservice",
+                                description="Serve batchkit's simulated API on 127.0.0.1.")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    p.add_argument("--rate-limit", default=None, help="e.g. 100/min (each endpoint)")
+    p.add_argument("--transient-share", type=float, default=0.0)
+    p.add_argument("--batch-max", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=0)
+    a = p.parse_args(argv)
+    with SimService(latency=a.latency, rate_limit=a.rate_limit,
+                    transient_share=a.transient_share, batch_max=a.batch_max, seed=a.seed,
+                    port=a.port) as svc:
+        print(svc.url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
