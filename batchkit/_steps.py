@@ -171,7 +171,7 @@ class Step:
         self._token = uuid.uuid4().hex
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
         # a step is called as fn(row): keep its own signature, not the wrapped (row, ctx)
-        del self.__wrapped__
+        del self.__wrapped__  # type: ignore[attr-defined]
 
     @property
     def _local(self) -> _Local:
