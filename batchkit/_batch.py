@@ -297,10 +297,7 @@ class Batch:
         fn_name = check_function(fn, options.backend, options.workers)
         info = self.store.batch_info(self.name)
         if info is None:
-            from ._report import RunReport as _R
-
-            return _R(self.name, "-", "empty", self.counts(), 0, 0, 0, 0, 0, 0, 0.0,
-                      halt_reason=None)
+            return RunReport(self.name, "-", "empty", self.counts(), 0, 0, 0, 0, 0, 0, 0.0)
         selected = self._select(only)
         observers: list[Any] = []
         if options.progress:
