@@ -49,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ._errors import ConfigError
+
 __all__ = ["ENDPOINTS", "SimService", "parse_rate"]
 
 #: the endpoints that take latency, rate limits and failures (health and stats do not)
@@ -74,23 +76,24 @@ _DOMAIN_SUFFIX = ".example"
 def parse_rate(value: str | float | int) -> tuple[int, float]:
     """A rate as ``(calls, period_seconds)``: "100/min", "10/s", "5/h" or calls per second.
 
-    A number below 1, or not whole, becomes one call per ``1 / rate`` seconds.
+    A number below 1, or not whole, becomes one call per ``1 / rate`` seconds. A bad
+    value raises ``ConfigError`` (a ``ValueError``).
 
     Example:
         >>> parse_rate("100/min"), parse_rate("10/s"), parse_rate(4), parse_rate(0.5)
         ((100, 60.0), (10, 1.0), (4, 1.0), (1, 2.0))
     """
     if isinstance(value, bool):
-        raise ValueError(f"a rate must be like '100/min' or a number per second, got {value!r}")
+        raise ConfigError(f"a rate must be like '100/min' or a number per second, got {value!r}")
     if isinstance(value, (int, float)):
         rate = float(value)
         if not rate > 0 or math.isinf(rate):
-            raise ValueError(f"a rate must be > 0 calls per second, got {value!r}")
+            raise ConfigError(f"a rate must be > 0 calls per second, got {value!r}")
         return (int(rate), 1.0) if rate.is_integer() else (1, 1.0 / rate)
     m = _RATE.match(str(value))
     if not m or m.group(2).lower() not in _PERIODS or not float(m.group(1)).is_integer() \
             or float(m.group(1)) < 1:
-        raise ValueError(f"a rate must be like '100/min', '10/s' or '5/h' (whole calls per "
+        raise ConfigError(f"a rate must be like '100/min', '10/s' or '5/h' (whole calls per "
                          f"second, minute or hour), or a number per second; got {value!r}")
     return int(float(m.group(1))), _PERIODS[m.group(2).lower()]
 
@@ -139,7 +142,7 @@ def _per_endpoint(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         unknown = set(value) - set(ENDPOINTS)
         if unknown:
-            raise ValueError(f"{name}: unknown endpoints {sorted(unknown)}; "
+            raise ConfigError(f"{name}: unknown endpoints {sorted(unknown)}; "
                              f"use some of {list(ENDPOINTS)}")
         return {e: value.get(e) for e in ENDPOINTS}
     return dict.fromkeys(ENDPOINTS, value)
@@ -153,9 +156,9 @@ def _check_latency(value: Any) -> tuple[float, float]:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         lo = hi = float(value)
     else:
-        raise ValueError(f"latency must be seconds or a (low, high) pair, got {value!r}")
+        raise ConfigError(f"latency must be seconds or a (low, high) pair, got {value!r}")
     if not 0 <= lo <= hi:
-        raise ValueError(f"latency must satisfy 0 <= low <= high, got {value!r}")
+        raise ConfigError(f"latency must satisfy 0 <= low <= high, got {value!r}")
     return lo, hi
 
 
@@ -182,7 +185,9 @@ class SimService:
         rate_limit: ``"100/min"``, ``"10/s"``, a number per second, or a mapping endpoint →
             rate; each endpoint counts its own. A strict sliding window: no ``period``-long
             window holds more accepted requests than the limit; refused requests get 429
-            with ``Retry-After`` (whole seconds until a slot frees) and do not count.
+            with ``Retry-After`` (whole seconds until a slot frees) and do not count. A
+            client pacing exactly at the limit can be refused now and then (its requests
+            arrive with jitter): pace a little under it, or retry on 429.
         transient_share: share of requests answered 503 (0 to 1, or a mapping). Which ones
             is decided by a hash of ``seed``, the endpoint, the input and how many times that
             input was asked before, so a retry of the same input can succeed and a rerun
@@ -217,10 +222,10 @@ class SimService:
         shares = _per_endpoint("transient_share", transient_share)
         for v in shares.values():
             if v is not None and not 0 <= float(v) <= 1:
-                raise ValueError(f"transient_share must be between 0 and 1, got {v!r}")
+                raise ConfigError(f"transient_share must be between 0 and 1, got {v!r}")
         self._shares = {e: float(v or 0.0) for e, v in shares.items()}
         if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
-            raise ValueError(f"batch_max must be a positive whole number, got {batch_max!r}")
+            raise ConfigError(f"batch_max must be a positive whole number, got {batch_max!r}")
         self.batch_max = batch_max
         if known is None or callable(known):
             self._known: Callable[[str], bool] | None = known  # type: ignore[assignment]

@@ -8,9 +8,9 @@ columns the steps before it returned; the pipeline is itself a row function, so
 ``batch.run(pipeline)`` runs it with every guarantee of the engine.
 
 What is here today (issue 3, first increment): rate limits, concurrency limits,
-pooled ``ctx.http``, in-step retries with a step-wide pause on 429, static and
-dynamic cost counted per row (``ctx.cost``), ``ctx.memo`` within a process, and
-pipelines. Still to come: per-step checkpoints in the store, a cache of step
+pooled ``ctx.http`` (a client per worker thread), in-step retries with a step-wide
+pause on 429, static and dynamic cost counted per row (``ctx.cost``), ``ctx.memo``
+within a process, and pipelines. Still to come: per-step checkpoints in the store, a cache of step
 results across runs, ``ctx.memo`` persisted in the store, async steps and request
 batching (``batch_size``).
 
@@ -79,7 +79,7 @@ class StepContext:
 
     @property
     def http(self) -> Any:
-        """A pooled ``httpx.Client`` of this worker, reused across rows, closed at the end."""
+        """A pooled ``httpx.Client`` of this worker thread, reused across rows."""
         return self._owner._local.clients.client()
 
     def cost(self, *, usd: float = 0.0, tokens: int = 0, calls: int = 0) -> None:

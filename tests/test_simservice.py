@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+import batchkit as bk
 from batchkit._simservice import (
     ENDPOINTS,
     contacts_result,
@@ -476,8 +477,8 @@ def test_parse_rate(text, expected):
 @pytest.mark.parametrize("bad", ["100", "100/week", "/min", "0/min", "1.5/min", 0, -1, True,
                                  float("inf")])
 def test_parse_rate_rejects_bad_values(bad):
-    """Bad rates raise ValueError naming the value."""
-    with pytest.raises(ValueError, match="rate"):
+    """Bad rates raise ConfigError (a ValueError) naming the value."""
+    with pytest.raises(bk.ConfigError, match="rate"):
         parse_rate(bad)
 
 
@@ -487,8 +488,8 @@ def test_parse_rate_rejects_bad_values(bad):
      {"rate_limit": {"/nope": "1/s"}}, {"batch_max": 0}, {"rate_limit": "lots"}],
 )
 def test_bad_settings_fail_before_serving(kwargs):
-    """Invalid settings raise ValueError when the service is made."""
-    with pytest.raises(ValueError):
+    """Invalid settings raise ConfigError (a ValueError) when the service is made."""
+    with pytest.raises(bk.ConfigError):
         SimService(**kwargs)
 
 
