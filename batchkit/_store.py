@@ -416,11 +416,38 @@ class Store:
                                results=results, key=key)
         return from_store_frame(self.query(sql, params), info.input_schema)
 
-    def export(self, name: str, path: str, *, where: str, status_columns: bool) -> int:
-        """Write selected rows to Parquet; return the row count."""
-        frame = self.read(name, where=where, status_columns=status_columns)
-        frame.write_parquet(path)
-        return frame.height
+    def export(self, name: str, path: str, *, where: str, status_columns: bool,
+               batch_rows: int = 131_072) -> int:
+        """Write selected rows to Parquet, streamed in record batches; return the row count.
+
+        Rows are read and written ``batch_rows`` at a time (input types restored on
+        each batch), so the export never holds the whole result in Python memory.
+        """
+        import pyarrow.parquet as pq
+
+        info = self._require(name)
+        sql = self._select_sql(name, where=where, status_columns=status_columns, results=True)
+        written = 0
+        writer: Any = None
+        with self.lock:
+            try:
+                reader = self.con.sql(sql).to_arrow_reader(batch_rows)
+                for batch in reader:
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    table = from_store_frame(frame, info.input_schema).to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, table.schema)
+                    writer.write_table(table)
+                    written += table.num_rows
+            except (duckdb.InterruptException, RuntimeError) as exc:
+                raise _as_interrupt(exc) from None
+            finally:
+                if writer is not None:
+                    writer.close()
+        if writer is None:  # no rows: still a valid file with the right columns
+            self.read(name, where="FALSE", status_columns=status_columns).write_parquet(path)
+        return written
 
     # -- runs ----------------------------------------------------------------------------
 
