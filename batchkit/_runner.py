@@ -229,6 +229,10 @@ class Runner:
         self.stop_reason: str | None = None
         self.queue = pl.Series("_id", [], dtype=pl.Int64)  # pending ids still to claim
         self.qpos = 0
+        # re-read pending ids only when new ones may exist: at the start, after rows were
+        # released or scheduled for a retry, and once the earliest known retry is due
+        self.refill = True
+        self.next_retry: float | None = None
         self.executor: Executor | None = None
 
     # -- public --------------------------------------------------------------------------
@@ -293,6 +297,7 @@ class Runner:
             due = self.store.next_due(self.batch, selected=self.selected)
             if due is None:
                 return
+            self.refill = True
             self.clock.sleep(min(_POLL_S, max(0.0, due - self.clock.time())))
 
     def _next_range(self, want: int) -> tuple[int, int] | None:
@@ -300,9 +305,15 @@ class Runner:
         if want <= 0:
             return None
         if self.qpos >= self.queue.len():
-            self.queue = self.store.pending_ids(self.batch, now=self.clock.time(),
-                                                selected=self.selected)
+            now = self.clock.time()
+            due = self.next_retry is not None and now >= self.next_retry
+            if not (self.refill or due):
+                return None
+            self.queue = self.store.pending_ids(self.batch, now=now, selected=self.selected)
             self.qpos = 0
+            self.refill = False
+            self.next_retry = self.store.next_retry_after(self.batch, now=now,
+                                                          selected=self.selected)
             if not self.queue.len():
                 return None
         ids = self.queue[self.qpos:self.qpos + want]
@@ -398,6 +409,7 @@ class Runner:
         not_started = [i for r, _ in ready for i in r.not_started]
         if not_started:
             self.store.release(self.batch, self.run_id, not_started, refund=True)
+            self.refill = True
         if not outs:
             return None, None, 0
         outcomes = pl.concat(outs, how="vertical")
@@ -420,6 +432,9 @@ class Runner:
         delays = [now + retry.delay(int(a), retry_after=ra, rng=self.rng)
                   for a, ra in zip(due["_attempt"] - due["_attempts_base"], due["retry_after"])]
         not_before = dict(zip(due["_id"].to_list(), delays))
+        if delays:
+            first = min(delays)
+            self.next_retry = first if self.next_retry is None else min(self.next_retry, first)
         return o.with_columns(
             _status=pl.when(pl.col("ok")).then(pl.lit("done"))
             .when(pl.col("_again")).then(pl.lit("pending")).otherwise(pl.lit("failed")),

@@ -527,6 +527,15 @@ class Store:
         with self.lock:
             self._exec("DROP TABLE IF EXISTS _bk_selection")
 
+    def next_retry_after(self, name: str, *, now: float, selected: bool) -> float | None:
+        """Earliest ``_not_before`` of pending rows still waiting after ``now``, if any."""
+        sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
+        with self.lock:
+            row = self._first(
+                f"SELECT min(_not_before) FROM {_q(name)} WHERE _status = 'pending' "
+                f"AND _not_before > ?{sel}", [now])
+        return None if row is None or row[0] is None else float(row[0])
+
     def next_due(self, name: str, *, selected: bool) -> float | None:
         """Earliest ``_not_before`` of pending rows waiting for a retry, if any."""
         sel = " AND _id IN (SELECT _id FROM _bk_selection)" if selected else ""
