@@ -195,9 +195,6 @@ class Step:
         if local is not None:
             local.clients.close()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
     def __repr__(self) -> str:
         o = self.options
         limits = [f"rate_limit={o.rate_limit}" if o.rate_limit else "",

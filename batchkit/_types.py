@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -260,8 +260,3 @@ def build_values(
             values = [None if i in errors else v for i, v in enumerate(values)]
         series[name] = pl.Series(name, values, dtype=dtypes[name], strict=True)
     return series, errors
-
-
-def iter_dtype_names(schema: Iterable[tuple[str, DType]]) -> list[str]:
-    """``name: dtype`` strings for messages."""
-    return [f"{n}: {dtype_name(t)}" for n, t in schema]

@@ -26,11 +26,17 @@ def test_readme_opens_with_demo_and_test_commands() -> None:
     assert README.index("```bash") < README.index("## ")
 
 
-def test_readme_python_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tour's Python code runs as written and its stated counts are what it gets."""
+@pytest.fixture
+def in_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder holding a copy of data/companies.csv, as the README assumes."""
     (tmp_path / "data").mkdir()
     shutil.copy(ROOT / "data" / "companies.csv", tmp_path / "data" / "companies.csv")
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_python_tour_runs(in_copy: Path) -> None:
+    """The tour's Python code runs as written and its stated counts are what it gets."""
     code = _blocks("python")[0]
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
@@ -58,11 +64,8 @@ def test_readme_lists_every_cli_command() -> None:
         assert f"batchkit {name}" in terminal or f"batchkit {name}" in README, name
 
 
-def test_readme_steps_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_steps_example_runs(in_copy: Path) -> None:
     """The steps example runs against the simulated service and its stated figures hold."""
-    (tmp_path / "data").mkdir()
-    shutil.copy(ROOT / "data" / "companies.csv", tmp_path / "data" / "companies.csv")
-    monkeypatch.chdir(tmp_path)
     code = _blocks("python")[1]
     scope: dict[str, object] = {}
     exec(compile("import polars as pl\n" + code, "README.md", "exec"), scope)  # noqa: S102
