@@ -18,6 +18,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from ._alerts import Alert, Thresholds
 from ._batch import DEFAULT_STORE, Batch
 from ._clock import Clock, SystemClock
 from ._errors import (
@@ -32,10 +33,13 @@ from ._errors import (
     Transient,
 )
 from ._executors import BACKENDS
+from ._handle import RunHandle
+from ._pipeline import Pipeline, pipeline
+from ._plan import StepProfile, project
 from ._policy import RetryPolicy, classify, redact
 from ._ratelimit import Limiter, RateLimit
 from ._report import RunReport
-from ._steps import Pipeline, Step, StepContext, pipeline, step
+from ._steps import Step, StepContext, step
 from ._store import STATUS_COLUMNS, STATUSES
 from ._worker import ItemContext, current_item
 
@@ -49,6 +53,7 @@ __all__ = [
     "DEFAULT_STORE",
     "STATUSES",
     "STATUS_COLUMNS",
+    "Alert",
     "Batch",
     "BatchkitError",
     "Clock",
@@ -60,19 +65,23 @@ __all__ = [
     "Pipeline",
     "RateLimit",
     "RetryPolicy",
+    "RunHandle",
     "RunReport",
     "SchemaError",
     "Step",
     "StepContext",
+    "StepProfile",
     "StoreError",
     "StoreInUseError",
     "StoreVersionError",
     "SystemClock",
+    "Thresholds",
     "Transient",
     "__version__",
     "classify",
     "current_item",
     "pipeline",
+    "project",
     "redact",
     "step",
 ]

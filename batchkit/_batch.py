@@ -6,26 +6,37 @@ import hashlib
 import json
 import os
 import random
+import sys
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ._alerts import Alert, Thresholds
 from ._clock import Clock, SystemClock
+from ._clusters import FailureClusters, cluster_failures
 from ._errors import ConfigError, SchemaError
+from ._handle import RunHandle
+from ._metrics import Metrics, compute_metrics
+from ._plan import parse_duration
 from ._policy import RetryPolicy
 from ._progress import TqdmProgress
 from ._report import RunReport
 from ._runner import Runner, check_function, make_options
+from ._snapshot import SnapshotWriter
 from ._store import (
     RESERVED_COLUMNS,
     Store,
     check_batch_name,
     check_storable_schema,
 )
+from ._summary import BatchSummary
+from ._watch import RunWatch, check_budget, check_halt_on
 
 __all__ = ["DEFAULT_STORE", "Batch"]
 
@@ -133,6 +144,18 @@ def _make_keys(frame: pl.DataFrame, cols: list[str] | None) -> pl.Series:
     return keys.alias("_key")
 
 
+def _progress_display(batch: str, display: bool) -> Any:
+    """The notebook dashboard inside a Jupyter kernel, else a tqdm bar on stderr."""
+    if "ipykernel" in sys.modules:
+        try:
+            from ._dashboard import Dashboard
+
+            return Dashboard(batch, display=display)
+        except ImportError:  # ipywidgets not installed: the terminal bar still works
+            pass
+    return TqdmProgress(batch)
+
+
 class Batch:
     """A named batch of rows in a DuckDB store: add rows, run a function, read results.
 
@@ -165,6 +188,7 @@ class Batch:
         self._finalizer = weakref.finalize(self, _close_store, self._store)
         self.clock: Clock = clock or SystemClock()
         self._rng = random.Random(seed)
+        self.last_watch: RunWatch | None = None  # the live side of the last run
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -256,7 +280,12 @@ class Batch:
             chunk_size: int | None = None, backend: str = "threads",
             retries: int | RetryPolicy = 3, timeout: float | None = None,
             on_error: str = "skip", max_failure_rate: float | None = None,
-            only: str | pl.Expr | None = None, progress: bool | str = "auto") -> RunReport:
+            only: str | pl.Expr | Any | None = None, progress: bool | str = "auto",
+            refresh: bool = False, budget: float | None = None,
+            deadline: float | str | timedelta | None = None,
+            alerts: Thresholds | None = None,
+            on_alert: Callable[[Alert], object] | None = None,
+            halt_on: str | None = None) -> RunReport:
         """Run ``fn`` over every pending row (or the rows ``only`` selects).
 
         Args:
@@ -279,6 +308,18 @@ class Batch:
             only: ``"failed"`` re-runs the failed rows only; a Polars expression over
                 ``items()`` re-runs the rows it selects (done ones included).
             progress: a progress bar: True, False or ``"auto"`` (in a terminal or notebook).
+            refresh: pipelines: ignore cached step results and compute every step
+                afresh (new results replace the cached ones).
+            budget: USD this run may spend: no chunk is dispatched once the spent cost
+                plus the rows in flight and the next chunk (at the cost per row so far)
+                would pass it; the rest stay pending (outcome ``budget``).
+            deadline: the time allowed for the run (seconds, ``"8h"``, ``"30min"`` or a
+                ``timedelta``): ETA alerts fire at 80% of it and past it.
+            alerts: alert thresholds (``bk.Thresholds``; the scenario's defaults:
+                failure rate warn > 5% / critical > 15%, cost per row > $0.15 / $0.25).
+            on_alert: called with each new ``bk.Alert`` (also logged to the
+                ``batchkit`` logger and shown in the progress display).
+            halt_on: ``"critical"`` halts the run at the first critical alert.
 
         Returns:
             A ``RunReport``. Errors of single rows are never raised; they are stored.
@@ -298,21 +339,118 @@ class Batch:
         info = self.store.batch_info(self.name)
         if info is None:
             return RunReport(self.name, "-", "empty", self.counts(), 0, 0, 0, 0, 0, 0, 0.0)
-        selected = self._select(only)
-        observers: list[Any] = []
-        if options.progress:
-            observers.append(TqdmProgress(self.name))
+        runner = self._runner(fn, fn_name, options, only=only, refresh=refresh,
+                              budget=budget, deadline=deadline, alerts=alerts,
+                              on_alert=on_alert, halt_on=halt_on, display=True)
         try:
-            runner = Runner(self.store, self.name, fn, fn_name, options, clock=self.clock,
-                            rng=self._rng, selected=selected, observers=observers)
             return runner.run()
         finally:
-            if selected:
+            if runner.selected:
                 self.store.clear_selection()
 
-    def _select(self, only: str | pl.Expr | None) -> bool:
+    def start(self, fn: Callable[..., Any], **options: Any) -> RunHandle:
+        """Run in a background thread (same arguments as ``run``); return a ``RunHandle``.
+
+        The notebook stays usable while the run goes on: the dashboard keeps moving,
+        ``batch.counts()`` and the other readers work (they wait for the store between
+        commits), ``handle.wait()`` gives the report, ``handle.stop()`` stops cleanly.
+        Bad arguments raise here, before the thread starts.
+        """
+        workers = options.pop("workers", None)
+        chunk_size = options.pop("chunk_size", None)
+        backend = options.pop("backend", "threads")
+        run_opts = make_options(
+            backend=backend, workers=workers, chunk_size=chunk_size,
+            retries=options.pop("retries", 3), timeout=options.pop("timeout", None),
+            on_error=options.pop("on_error", "skip"),
+            max_failure_rate=options.pop("max_failure_rate", None),
+            progress=options.pop("progress", "auto"))
+        fn_name = check_function(fn, run_opts.backend, run_opts.workers)
+        self.store._require(self.name)
+        allowed = {"only", "refresh", "budget", "deadline", "alerts", "on_alert", "halt_on"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise ConfigError(f"start() got unknown arguments {sorted(unknown)}; it takes "
+                              "the arguments of run()")
+        runner = self._runner(fn, fn_name, run_opts, only=options.get("only"),
+                              refresh=options.get("refresh", False),
+                              budget=options.get("budget"), deadline=options.get("deadline"),
+                              alerts=options.get("alerts"), on_alert=options.get("on_alert"),
+                              halt_on=options.get("halt_on"), display=True)
+
+        def cleanup() -> None:
+            if runner.selected:
+                self.store.clear_selection()
+        return RunHandle(runner, cleanup)
+
+    # -- looking at a batch --------------------------------------------------------------
+
+    def metrics(self) -> Metrics:
+        """Throughput, latency percentiles, calls, tokens, retries, failures, cost and ETA.
+
+        Computed from the attempt log and the items, so it works during a run (between
+        commits), after it, and for any earlier run.
+        """
+        return compute_metrics(self.attempts(), self.items())
+
+    def failures(self, *, top_values: int = 3, min_lift: float = 1.5) -> FailureClusters:
+        """Failed rows grouped into patterns (step, error type, normalised message).
+
+        Each cluster has its count, share, first/last seen, example keys and the input
+        values over-represented among its rows; ``batch.run(fn, only=cluster)`` re-runs
+        one cluster.
+        """
+        info = self.store._require(self.name)
+        return cluster_failures(self.items(), list(info.input_schema), attempts=self.attempts(),
+                                top_values=top_values, min_lift=min_lift)
+
+    def plot(self, *, budget: float | None = None) -> Any:
+        """A one-page matplotlib summary: progress, throughput, cost, latency, failures."""
+        from ._charts.run import plot_summary
+
+        if budget is None and self.last_watch is not None:
+            budget = self.last_watch.stats.budget_usd
+        return plot_summary(self.attempts(), self.items(), budget=budget,
+                            clusters_table=self.failures().table)
+
+    def report(self) -> BatchSummary:
+        """A summary of the batch (HTML in a notebook, Markdown as text): totals,
+        throughput, latency, cost, the top failure clusters and the alerts raised."""
+        alerts = list(self.last_watch.stats.alerts) if self.last_watch is not None else []
+        return BatchSummary(self.name, self.metrics(), self.failures(), alerts)
+
+    def _runner(self, fn: Callable[..., Any], fn_name: str, options: Any, *, only: Any,
+                refresh: bool, budget: Any, deadline: Any, alerts: Thresholds | None,
+                on_alert: Any, halt_on: Any, display: bool) -> Runner:
+        """Validate the live settings, then select rows and build the runner."""
+        budget = check_budget(budget)
+        halt_on = check_halt_on(halt_on)
+        deadline_s = parse_duration(deadline) if deadline is not None else None
+        if alerts is not None and not isinstance(alerts, Thresholds):
+            raise ConfigError(f"alerts must be a bk.Thresholds(...), got {alerts!r}")
+        if on_alert is not None and not callable(on_alert):
+            raise ConfigError(f"on_alert must be a function of one Alert, got {on_alert!r}")
+        run_id = uuid.uuid4().hex[:12]
+        observers: list[Any] = []
+        if options.progress:
+            observers.append(_progress_display(self.name, display))
+        if self.store_path != ":memory:":
+            observers.append(SnapshotWriter(self.store_path, self.name, clock=self.clock))
+        watch = RunWatch(self.name, run_id, clock=self.clock, workers=options.workers,
+                         observers=observers, thresholds=alerts, on_alert=on_alert,
+                         halt_on=halt_on, budget=budget, deadline_s=deadline_s,
+                         counts=self.counts)
+        self.last_watch = watch
+        selected = self._select(only)
+        return Runner(self.store, self.name, fn, fn_name, options, clock=self.clock,
+                      rng=self._rng, selected=selected, watch=watch, refresh=bool(refresh),
+                      run_id=run_id)
+
+    def _select(self, only: str | pl.Expr | Any | None) -> bool:
         if only is None:
             return False
+        if hasattr(only, "expr") and hasattr(only, "template"):  # a failure cluster
+            only = only.expr
         if isinstance(only, str):
             if only != "failed":
                 raise ConfigError(
@@ -378,6 +516,25 @@ class Batch:
             pl.col("_finished_at").alias("finished_at"),
             pl.col("_error_trace").alias("error_trace"),
         )
+
+    def attempts(self) -> pl.DataFrame:
+        """The attempt log: one row per attempt of an item, and per step of a pipeline.
+
+        Columns: ``_id, attempt, step`` (null for the item as a whole), ``run_id,
+        started_at, duration_s, outcome`` (items: done / retry / failed; steps: done /
+        failed / cached), ``error_type, error_message, usd, tokens, calls, tries``.
+
+        Example:
+            >>> import polars as pl, batchkit as bk
+            >>> b = bk.Batch("log", store=":memory:")
+            >>> _ = b.add(pl.DataFrame({"x": [1, 2]}), key="x")
+            >>> _ = b.run(lambda row: {"y": row["x"]}, progress=False)
+            >>> b.attempts()["outcome"].to_list()
+            ['done', 'done']
+        """
+        if self.store.batch_info(self.name) is None:
+            return pl.DataFrame()
+        return self.store.attempts(self.name)
 
     def items(self) -> pl.DataFrame:
         """Every row: ``_id``, ``_key``, inputs, results and the status columns."""

@@ -15,7 +15,8 @@ class RunReport:
     Attributes:
         batch: the batch name.
         run_id: the run's id (also in the store's ``_run_id`` column).
-        outcome: ``completed`` (nothing left to do), ``halted`` (a failure policy
+        outcome: ``completed`` (nothing left to do), ``budget`` (``budget=`` stopped
+            dispatching), ``stopped`` (a background run's ``stop()``), ``halted`` (a failure policy
             stopped it), ``interrupted`` (Ctrl-C) or ``empty`` (nothing to run).
         counts: rows per status in the whole batch after the run.
         processed: rows that ended (done or failed) in this run.
@@ -27,6 +28,7 @@ class RunReport:
         elapsed_s: wall time of the run.
         failures_by_type: final failures of this run per error type.
         halt_reason: why the run halted, if it did.
+        cost_usd: USD spent by this run's attempts.
 
     Example:
         >>> r = RunReport("b", "r1", "completed", {"pending": 0, "running": 0, "done": 9,
@@ -48,6 +50,7 @@ class RunReport:
     elapsed_s: float
     failures_by_type: dict[str, int] = field(default_factory=dict)
     halt_reason: str | None = None
+    cost_usd: float = 0.0
 
     @property
     def items_per_s(self) -> float:
@@ -58,7 +61,7 @@ class RunReport:
     def resume_hint(self) -> str | None:
         """How to continue when rows are left to do."""
         left = self.counts.get("pending", 0) + self.counts.get("running", 0)
-        if self.outcome in ("halted", "interrupted") and left:
+        if self.outcome in ("halted", "interrupted", "budget", "stopped") and left:
             return f"{left:,} rows left: call batch.run(fn) again to resume"
         if self.counts.get("failed", 0):
             return (f"{self.counts['failed']:,} rows failed: batch.failed() lists them; "
@@ -77,6 +80,9 @@ class RunReport:
                          f"({self.items_per_s:,.1f} rows/s): {self.succeeded:,} done, "
                          f"{self.failed:,} failed, {self.retries:,} retries"),
         ]
+        if self.cost_usd:
+            per = self.cost_usd / self.processed if self.processed else 0.0
+            rows.append(("cost", f"${self.cost_usd:,.4f} (${per:,.4f} per row ended)"))
         if self.reclaimed:
             rows.append(("reclaimed", f"{self.reclaimed:,} rows left running by a dead run"))
         if self.crashes:

@@ -32,11 +32,13 @@ import polars as pl
 from ._clock import Clock
 from ._errors import ConfigError
 from ._executors import Executor, check_backend, default_workers, make_executor
+from ._pipeline import Pipeline, resolve_prefill
 from ._policy import RetryPolicy
 from ._report import RunReport
 from ._store import Store
 from ._types import merge_dtypes
-from ._worker import ChunkResult, ChunkTask
+from ._watch import RunWatch
+from ._worker import ChunkResult, ChunkTask, _no_usage
 
 __all__ = ["RunOptions", "Runner", "make_options"]
 
@@ -157,6 +159,7 @@ class _InFlight:
 
     rows: pl.DataFrame  # the payload (_id, _key, _attempts, _attempts_base, inputs)
     isolated: bool  # dispatched alone (nothing else in flight)
+    progress: list[int] = field(default_factory=lambda: [0])  # rows finished (threads)
     dispatched: float = field(default_factory=time.monotonic)
 
 
@@ -204,7 +207,8 @@ class Runner:
 
     def __init__(self, store: Store, batch: str, fn: Callable[..., Any], fn_name: str,
                  options: RunOptions, *, clock: Clock, rng: random.Random,
-                 selected: bool, observers: list[Any]) -> None:
+                 selected: bool, watch: RunWatch | None = None, refresh: bool = False,
+                 run_id: str | None = None) -> None:
         self.store = store
         self.batch = batch
         self.fn = fn
@@ -213,8 +217,10 @@ class Runner:
         self.clock = clock
         self.rng = rng
         self.selected = selected
-        self.observers = observers
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.watch = watch or RunWatch(batch, self.run_id, clock=clock,
+                                       workers=options.workers)
+        self.stop_requested = threading.Event()  # a background run's stop()
         self.pass_ctx = wants_context(fn)
         info = store.batch_info(batch)
         assert info is not None
@@ -227,6 +233,7 @@ class Runner:
         self.suspects: deque[pl.DataFrame] = deque()
         self.quarantine: set[int] = set()
         self.stop_reason: str | None = None
+        self.stop_outcome = "halted"  # or "budget", "stopped"
         self.queue = pl.Series("_id", [], dtype=pl.Int64)  # pending ids still to claim
         self.qpos = 0
         # re-read pending ids only when new ones may exist: at the start, after rows were
@@ -234,6 +241,14 @@ class Runner:
         self.refill = True
         self.next_retry: float | None = None
         self.executor: Executor | None = None
+        self.pending_steps: pl.DataFrame | None = None  # step records of the next commit
+        self.refresh = refresh
+        self.memos: dict[tuple[str, str], dict[str, bytes]] | None = None
+        if isinstance(fn, Pipeline):
+            stored = store.load_memos([(s.name, s.options.version) for s in fn.steps])
+            if any(stored.values()):
+                fn.seed_memos(stored)  # threads share this process's memo
+                self.memos = stored  # processes get it with each chunk
 
     # -- public --------------------------------------------------------------------------
 
@@ -247,13 +262,13 @@ class Runner:
              "timeout": self.opt.timeout, "on_error": self.opt.on_error},
             max_attempts=self.opt.retry.max_attempts)
         todo = self.store.count_selected(self.batch, selected=self.selected, status="pending")
-        self._emit("start", total=todo)
+        self.watch.start(todo, self.sizer.size(todo))
         self.executor = make_executor(self.opt.backend, self.opt.workers)
         outcome = "completed"
         try:
             self._loop(todo)
             if self.stop_reason:
-                outcome = "halted"
+                outcome = self.stop_outcome
                 self._drain()
         except KeyboardInterrupt:
             outcome = "interrupted"
@@ -275,10 +290,21 @@ class Runner:
         remaining = todo
         while True:
             size = self.sizer.size(remaining)
+            if self.stop_requested.is_set() and not self.stop_reason:
+                self._stop("stopped", "stop() was called: finished rows are kept, the rest "
+                           "stay pending")
             want = 0 if self.stop_reason else self._free_slots() * size
+            if want:
+                running = sum(c.rows.height for c in self.inflight.values())
+                allowed = self.watch.budget_rows(want=want, running=running)
+                if allowed < want:
+                    want = allowed
+                    if not want and not self.inflight:
+                        self._stop("budget", self._budget_reason())
             outcomes, values, rows_done = self._collect_ready()
             claimed = self.store.checkpoint(
-                self.batch, self.run_id, outcomes, values, claim=self._next_range(want),
+                self.batch, self.run_id, outcomes, values, steps=self.pending_steps,
+                claim=self._next_range(want),
                 now=self.clock.time(), selected=self.selected)
             if outcomes is not None:
                 self._account(outcomes)
@@ -299,6 +325,18 @@ class Runner:
                 return
             self.refill = True
             self.clock.sleep(min(_POLL_S, max(0.0, due - self.clock.time())))
+
+    def _stop(self, outcome: str, reason: str) -> None:
+        self.stop_outcome = outcome
+        self.stop_reason = reason
+        self.cancel.set()
+
+    def _budget_reason(self) -> str:
+        s = self.watch.stats
+        per = s.cost_per_item or 0.0
+        return (f"budget ${s.budget_usd:,.2f}: ${s.cost_usd:,.2f} spent at ${per:,.4f} a row; "
+                f"another chunk would pass the budget. The rest stay pending: raise budget= "
+                "and run again to continue")
 
     def _next_range(self, want: int) -> tuple[int, int] | None:
         """The id range holding the next ``want`` pending rows (refilling the queue)."""
@@ -336,6 +374,10 @@ class Runner:
 
     def _submit(self, rows: pl.DataFrame, *, isolated: bool) -> None:
         assert self.executor is not None
+        prefill = None
+        if isinstance(self.fn, Pipeline):
+            prefill = resolve_prefill(self.store, self.batch, self.fn, rows,
+                                      self.input_columns, use_cache=not self.refresh) or None
         task = ChunkTask(
             fn=self.fn,
             frame=rows.select("_id", "_key", "_attempts", *self.input_columns),
@@ -348,10 +390,24 @@ class Runner:
             driver_pid=None if self.executor.shares_memory else os.getpid(),
             cancel=self.cancel if self.executor.shares_memory else None,
             processes=1 if self.executor.shares_memory else self.opt.workers,
+            prefill=prefill,
+            memos=None if self.executor.shares_memory else self.memos,
+            refresh=self.refresh,
+            progress=[0] if self.executor.shares_memory else None,
         )
-        self.inflight[self.executor.submit(task)] = _InFlight(rows, isolated)
+        self.inflight[self.executor.submit(task)] = _InFlight(rows, isolated,
+                                                              task.progress or [0])
+
+    def _tick(self) -> None:
+        running = sum(c.rows.height for c in self.inflight.values())
+        in_chunk = sum(c.progress[0] for c in self.inflight.values())
+        pending = self.queue.len() - self.qpos
+        self.watch.tick(running=running, chunks_running=len(self.inflight),
+                        pending=max(0, pending), chunk_size=self.sizer.size(),
+                        in_chunk_done=in_chunk)
 
     def _wait(self) -> None:
+        self._tick()
         if self.ready:
             done = {f for f in self.inflight if f.done()}
         else:
@@ -406,6 +462,11 @@ class Runner:
         ready, self.ready = self.ready, []
         outs = [r.outcomes for r, _ in ready if r.outcomes.height]
         vals = [r.values for r, _ in ready if r.values.height]
+        steps = [r.steps for r, _ in ready if r.steps is not None and r.steps.height]
+        self.pending_steps = pl.concat(steps) if steps else None
+        memos = [m for r, _ in ready if r.memos for m in r.memos]
+        if memos:
+            self.store.save_memos(memos)
         not_started = [i for r, _ in ready for i in r.not_started]
         if not_started:
             self.store.release(self.batch, self.run_id, not_started, refund=True)
@@ -448,7 +509,7 @@ class Runner:
                                        .cast(pl.Int64), time_unit="us"),
         ).select("_id", "_attempt", "_status", "_error_type", "_error_message",
                  "_error_trace", "_retryable", "_not_before", "_started_at",
-                 "_finished_at", "_duration_s")
+                 "_finished_at", "_duration_s", "_step", "usd", "tokens", "calls")
 
     def _check_conflicts(self, vals: list[pl.DataFrame], outcomes: pl.DataFrame,
                          ready: list[tuple[ChunkResult, _InFlight]]
@@ -508,9 +569,13 @@ class Runner:
         t.processed += done + failed_rows.height
         for etype, n in failed_rows.group_by("_error_type").len().iter_rows():
             t.failures[etype] = t.failures.get(etype, 0) + n
-        self._emit("progress", done=done, failed=failed_rows.height,
-                   retried=int((status == "pending").sum()))
+        halt = self.watch.committed(done=done, failed=failed_rows.height,
+                                    retried=int((status == "pending").sum()),
+                                    usd=float(o["usd"].sum()))
         if self.stop_reason:
+            return
+        if halt:
+            self._stop("halted", halt)
             return
         if self.opt.on_error == "halt" and failed_rows.height:
             first = failed_rows.row(0, named=True)
@@ -533,7 +598,8 @@ class Runner:
             self._wait()
         outcomes, values, _ = self._collect_ready()
         if outcomes is not None:
-            self.store.checkpoint(self.batch, self.run_id, outcomes, values)
+            self.store.checkpoint(self.batch, self.run_id, outcomes, values,
+                                  steps=self.pending_steps)
             self._account(outcomes)
         self._release_all(refund=True)
 
@@ -556,7 +622,8 @@ class Runner:
         try:
             outcomes, values, _ = self._collect_ready()
             if outcomes is not None:
-                self.store.checkpoint(self.batch, self.run_id, outcomes, values)
+                self.store.checkpoint(self.batch, self.run_id, outcomes, values,
+                                  steps=self.pending_steps)
                 self._account(outcomes)
         finally:
             self._release_all(refund=False)
@@ -581,7 +648,8 @@ class Runner:
 
     def _finish(self, outcome: str, started: float) -> RunReport:
         if self.executor is not None:
-            self.executor.shutdown(kill=outcome != "completed" and outcome != "halted")
+            self.executor.shutdown(kill=outcome not in ("completed", "halted", "budget",
+                                                        "stopped"))
         self.store.end_run(self.run_id, outcome)
         t = self.tally
         report = RunReport(
@@ -590,13 +658,9 @@ class Runner:
             succeeded=t.succeeded, failed=t.failed, retries=t.retries,
             reclaimed=self.reclaimed, crashes=t.crashes,
             elapsed_s=time.monotonic() - started, failures_by_type=dict(t.failures),
-            halt_reason=self.stop_reason)
-        self._emit("finish", report=report)
+            halt_reason=self.stop_reason, cost_usd=self.watch.stats.cost_usd)
+        self.watch.finish(outcome, self.stop_reason)
         return report
-
-    def _emit(self, kind: str, **data: Any) -> None:
-        for observer in self.observers:
-            observer(kind, data)
 
 
 def _crash_result(rows: pl.DataFrame) -> ChunkResult:
@@ -615,6 +679,7 @@ def _crash_result(rows: pl.DataFrame) -> ChunkResult:
         "retry_after": pl.Series([None] * n, dtype=pl.Float64),
         "_start": [now] * n,
         "_duration_s": [0.0] * n,
+        **_no_usage(n),
     })
     values = pl.DataFrame({"_id": pl.Series([], dtype=pl.Int64),
                            "_attempt": pl.Series([], dtype=pl.Int32)})

@@ -8,6 +8,12 @@ Layout of a store file (plain DuckDB; query it with SQL when no run holds it)::
     "<batch>"          one row per item: _id, _key, the input columns, then the status
                        columns (_status, _attempts, _error_type, ... see STATUS_COLUMNS)
     "<batch>__results" _id and the columns the function returned (done rows only)
+    "<batch>__attempts" the attempt log: one row per attempt of an item, and per step
+    "<batch>__steps"   outputs of pipeline steps that succeeded (per-step checkpoints)
+    _batchkit_cache    step results keyed by (step, version, hash of the step's inputs)
+    _batchkit_memo     values of ``ctx.memo`` keyed by (step, version, key)
+
+The log tables' SQL lives in ``_storelog.py`` (a mixin of ``Store``, no duckdb import).
 
 Every state change of items happens in one transaction per group of chunks, written
 by the driver alone (workers never touch the store).
@@ -31,11 +37,12 @@ import duckdb
 import polars as pl
 
 from ._errors import ConfigError, SchemaError, StoreError, StoreInUseError, StoreVersionError
+from ._storelog import LogTables
 from ._types import DType, fill_null_leaves, has_null_leaf, merge_dtypes
 
 __all__ = ["STATUSES", "STATUS_COLUMNS", "SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
@@ -54,7 +61,11 @@ STATUS_COLUMNS: dict[str, str] = {
     "_duration_s": "DOUBLE",  # how long the last attempt ran in the function
     "_run_id": "VARCHAR",  # the run that touched the row last
     "_added_at": "TIMESTAMP",  # UTC, when the row was added
+    "_step": "VARCHAR",  # pipelines: the step the last attempt failed in (NULL when done)
+    "_cost_usd": "DOUBLE",  # USD spent on the row across all attempts (NULL: nothing)
 }
+#: Columns added by schema version 2 (added in place to version-1 stores).
+_V2_COLUMNS = ("_step", "_cost_usd")
 RESERVED_COLUMNS = frozenset({"_id", "_key", *STATUS_COLUMNS})
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
@@ -150,6 +161,16 @@ def _id_range(frame: pl.DataFrame) -> list[int]:
     return [int(ids.min()), int(ids.max())]  # type: ignore[arg-type]
 
 
+_USAGE = {"_step": pl.String(), "usd": pl.Float64(), "tokens": pl.Int64(), "calls": pl.Int64()}
+
+
+def _with_usage(outcomes: pl.DataFrame) -> pl.DataFrame:
+    """Outcomes with the usage columns (step, usd, tokens, calls), zero when absent."""
+    missing = [pl.lit(None if c == "_step" else 0, dtype=t).alias(c)
+               for c, t in _USAGE.items() if c not in outcomes.columns]
+    return outcomes.with_columns(missing) if missing else outcomes
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """What the store knows of a batch."""
@@ -160,7 +181,7 @@ class BatchInfo:
     created_at: datetime
 
 
-class Store:
+class Store(LogTables):
     """An open store file (one DuckDB connection, used by one thread at a time).
 
     Example:
@@ -229,6 +250,8 @@ class Store:
             found = int(row[0]) if row else 0
             if found > SCHEMA_VERSION:
                 raise StoreVersionError(self.path, found=found, supported=SCHEMA_VERSION)
+            if found < SCHEMA_VERSION:
+                self._upgrade(found)
             return
         if self.read_only:
             return
@@ -249,6 +272,24 @@ class Store:
             "pid INTEGER, started_at TIMESTAMP, finished_at TIMESTAMP, outcome VARCHAR, "
             "function VARCHAR, options VARCHAR)"
         )
+        self._create_global_logs()
+        self._exec("COMMIT")
+
+    def _upgrade(self, found: int) -> None:
+        """Bring a store of an older schema up to date, in place (one transaction)."""
+        if self.read_only:
+            raise StoreError(
+                f"store {self.path!r} was written by an older batchkit (schema {found}); "
+                "open it once without read_only (e.g. bk.Batch(...)) to upgrade it")
+        self._exec("BEGIN")
+        self._create_global_logs()
+        for (name,) in self._exec("SELECT name FROM _batchkit_batches"):
+            for col in _V2_COLUMNS:
+                self._exec(f"ALTER TABLE {_q(name)} ADD COLUMN IF NOT EXISTS {_q(col)} "
+                           f"{STATUS_COLUMNS[col]}")
+            self._create_batch_logs(name)
+        self._exec("UPDATE _batchkit_meta SET value = ? WHERE key = 'schema_version'",
+                   [str(SCHEMA_VERSION)])
         self._exec("COMMIT")
 
     def _tables(self) -> set[str]:
@@ -310,6 +351,7 @@ class Store:
         finally:
             self.con.unregister("_bk_new")
         self._exec(f"CREATE TABLE {_q(name + '__results')} (_id BIGINT)")
+        self._create_batch_logs(name)
         self._exec(
             "INSERT INTO _batchkit_batches VALUES (?, ?, ?, ?)",
             [name, json.dumps(list(key_columns) if key_columns is not None else None),
@@ -515,6 +557,7 @@ class Store:
                 f"AND _status IN ({placeholders})", statuses,
             )[0][0]
             if requeue_done:
+                self.forget_step_outputs(name)
                 self._exec(
                     f"DELETE FROM {_q(name + '__results')} WHERE _id IN "
                     f"(SELECT _id FROM {_q(name)} WHERE _id IN (SELECT _id FROM _bk_selection) "
@@ -644,15 +687,18 @@ class Store:
             self.con.unregister("_bk_t")
 
     def checkpoint(self, name: str, run_id: str, outcomes: pl.DataFrame | None,
-                   values: pl.DataFrame | None, *, claim: tuple[int, int] | None = None,
-                   now: float = 0.0, selected: bool = False) -> pl.DataFrame | None:
+                   values: pl.DataFrame | None, *, steps: pl.DataFrame | None = None,
+                   claim: tuple[int, int] | None = None, now: float = 0.0,
+                   selected: bool = False) -> pl.DataFrame | None:
         """One transaction: record finished rows (fenced), then claim the id range ``claim``.
 
         ``outcomes`` has one row per finished attempt: ``_id, _attempt, _status`` and
         the error/timing columns. A row is written only if it is still ``running``
         with the same attempt — attempts are counted at dispatch, so the attempt
         number names the dispatch — and late or duplicate results are ignored.
-        ``values`` holds ``_id, _attempt`` and the result columns of done rows.
+        ``values`` holds ``_id, _attempt`` and the result columns of done rows;
+        ``steps`` the step records of pipeline rows (``STEP_RECORD_SCHEMA``). Every
+        accepted attempt also lands in the attempt log.
         Returns the claimed rows (``_id, _key, _attempts, _attempts_base`` + inputs).
         """
         table, results = _q(name), _q(name + "__results")
@@ -674,7 +720,11 @@ class Store:
                             [*_id_range(values), run_id])
                     finally:
                         self.con.unregister("_bk_values")
+                if steps is not None and steps.height:
+                    self._log_steps(name, run_id, steps, _id_range(steps))
                 if outcomes is not None and outcomes.height:
+                    outcomes = _with_usage(outcomes)
+                    self._log_items(name, run_id, outcomes, _id_range(outcomes))
                     self._write_outcomes(table, run_id, outcomes)
                 claimed = (self._claim(name, run_id, claim[0], claim[1], now=now,
                                        selected=selected) if claim is not None else None)
@@ -693,8 +743,10 @@ class Store:
         First attempts that succeeded only need four columns (their error columns are
         still empty), which halves the cost of the common case.
         """
-        first_ok = (pl.col("_status") == "done") & (pl.col("_attempt") == 1)
-        parts = [outcomes.filter(first_ok).select(self._NARROW), outcomes.filter(~first_ok)]
+        first_ok = ((pl.col("_status") == "done") & (pl.col("_attempt") == 1)
+                    & (pl.col("usd") == 0))
+        wide = outcomes.filter(~first_ok).drop("tokens", "calls")
+        parts = [outcomes.filter(first_ok).select(self._NARROW), wide]
         for part in parts:
             if not part.height:
                 continue
@@ -702,7 +754,11 @@ class Store:
             try:
                 # alias _bk_o: batch names start with a letter, so a batch "o" cannot clash
                 sets = ", ".join(f"{_q(c)} = _bk_o.{_q(c)}" for c in part.columns
-                                 if c not in ("_id", "_attempt"))
+                                 if c not in ("_id", "_attempt", "usd"))
+                if "usd" in part.columns:
+                    sets += (", _cost_usd = CASE WHEN _bk_o.usd > 0 THEN "
+                             f"coalesce({table}._cost_usd, 0) + _bk_o.usd "
+                             f"ELSE {table}._cost_usd END")
                 self._exec(
                     f"UPDATE {table} SET {sets} FROM _bk_out _bk_o "
                     f"WHERE {table}._id = _bk_o._id AND {table}._id BETWEEN ? AND ? "

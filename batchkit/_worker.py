@@ -123,16 +123,23 @@ class ChunkTask:
     driver_pid: int | None = None  # processes: refuse work once the driver is gone
     cancel: threading.Event | None = field(default=None, repr=False)  # threads only
     processes: int = 1  # worker processes sharing the run's rate limits
+    # pipelines: steps each row can skip (saved or cached outputs), by _id
+    prefill: dict[int, dict[str, tuple[dict[str, Any], str, float]]] | None = None
+    memos: dict[tuple[str, str], dict[str, bytes]] | None = None  # stored ctx.memo values
+    refresh: bool = False  # pipelines: ignore cached step results
+    progress: list[int] | None = field(default=None, repr=False)  # threads: rows finished
 
 
 @dataclass
 class ChunkResult:
     """What comes back from a chunk: outcomes of the rows that ran, and their values."""
 
-    outcomes: pl.DataFrame  # _id, _attempt, ok, transient, retry_after, error and timing columns
+    outcomes: pl.DataFrame  # _id, _attempt, ok, transient, retry_after, error, timing, usage
     values: pl.DataFrame  # _id, _attempt, result columns (rows that succeeded)
     not_started: list[int]  # ids never started (cancelled, or the driver went away)
     interrupted: bool = False
+    steps: pl.DataFrame | None = None  # pipelines: one record per row and step that ran
+    memos: list[tuple[str, str, str, str, bytes]] | None = None  # new ctx.memo values
 
 
 def _trace(exc: BaseException) -> str:
@@ -229,6 +236,18 @@ def _make_caller(task: ChunkTask) -> Any:
     return _ThreadCaller(task.fn, task.timeout)
 
 
+def _apply(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _make_caller_for(timeout: float, in_process: bool) -> Any:
+    """A timeout-enforcing caller of ``caller((fn, *args), ctx)`` (used by pipelines)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main and in_process and hasattr(signal, "setitimer"):
+        return _SignalCaller(_apply, timeout)
+    return _ThreadCaller(_apply, timeout)
+
+
 def _driver_gone(driver_pid: int | None) -> bool:
     return driver_pid is not None and os.getppid() != driver_pid
 
@@ -241,6 +260,9 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
     global _PROCESS_SHARE
     if task.driver_pid is not None:
         _PROCESS_SHARE = task.processes
+    chunk_fn = getattr(task.fn, "_run_chunk", None)
+    if chunk_fn is not None:  # a pipeline runs its chunks step by step
+        return chunk_fn(task)  # type: ignore[no-any-return]
     frame = task.frame
     ids: list[int] = frame["_id"].to_list()
     keys: list[str] = frame["_key"].to_list()
@@ -258,6 +280,7 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
     token = _CURRENT.set(ctx)
     caller = _make_caller(task)
     fn, fn_name, pass_ctx, cancel = task.fn, task.fn_name, task.pass_ctx, task.cancel
+    progress = task.progress
     perf = time.perf_counter
     wall0, perf0 = time.time(), perf()
     next_check = perf0 + _DRIVER_CHECK_EVERY
@@ -295,6 +318,8 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
                              info.retry_after)
             # one clock read per row: a row starts where the previous one ended
             t1 = perf()
+            if progress is not None:
+                progress[0] += 1
             starts[i] = t0
             durations[i] = t1 - t0
             t0 = t1
@@ -308,6 +333,14 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
 
 
 _EMPTY: dict[str, Any] = {}
+
+
+def _no_usage(n: int) -> dict[str, pl.Series]:
+    """Usage columns of rows run by a plain function: no step, no cost, no counted calls."""
+    return {"_step": pl.Series([None] * n, dtype=pl.String),
+            "usd": pl.Series([0.0] * n, dtype=pl.Float64),
+            "tokens": pl.Series([0] * n, dtype=pl.Int64),
+            "calls": pl.Series([0] * n, dtype=pl.Int64)}
 
 
 def _result(ids: list[int], attempts: list[int], keys: list[str], ran: int,
@@ -339,6 +372,7 @@ def _result(ids: list[int], attempts: list[int], keys: list[str], ran: int,
             "retry_after": pl.Series(err_cols[4], dtype=pl.Float64),
             "_start": pl.Series(starts, dtype=pl.Float64),
             "_duration_s": pl.Series(durations[:ran], dtype=pl.Float64),
+            **_no_usage(ran),
         }
     )
     value_frame = pl.DataFrame(

@@ -1,0 +1,1 @@
+"""Charts of plans and runs (matplotlib, imported lazily inside the functions)."""
