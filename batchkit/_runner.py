@@ -295,7 +295,8 @@ class Runner:
                            "stay pending")
             want = 0 if self.stop_reason else self._free_slots() * size
             if want:
-                running = sum(c.rows.height for c in self.inflight.values())
+                running = (sum(c.rows.height for c in self.inflight.values())
+                           + sum(c.rows.height for _, c in self.ready))  # not yet committed
                 allowed = self.watch.budget_rows(want=want, running=running)
                 if allowed < want:
                     want = allowed
