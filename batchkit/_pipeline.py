@@ -13,6 +13,9 @@ transaction as the chunk's outcomes. Before dispatching a chunk the driver resol
 for each row, the steps it can skip (``resolve_prefill``): outputs saved by an
 earlier attempt of the row (a retry or a resumed run restarts at the step that
 failed, never re-calling earlier steps), then outputs cached for identical inputs.
+That covers each row's leading steps; for a step after one that had to run, the
+worker looks its inputs up in the store's cache itself (``_cacheread``: a cursor on
+threads, a loopback lookup served by the driver on processes).
 Outputs are checkpointed when their chunk commits, so a crash re-runs only the steps
 of the chunks in flight.
 
@@ -146,7 +149,7 @@ class _ChunkRun:
                  items: Sequence[ItemContext | None], prefill: list[Prefill], *,
                  timeout: float | None, use_cache: bool, remember: bool = True,
                  in_process: bool = False, stop: Callable[[], bool] | None = None,
-                 progress: list[int] | None = None) -> None:
+                 progress: list[int] | None = None, cache_reader: Any = None) -> None:
         self.pipe = pipe
         self.views = views
         self.items = items
@@ -169,6 +172,9 @@ class _ChunkRun:
         self.records: list[tuple[Any, ...]] = []
         self.stopped: list[int] = []  # rows given back unfinished (cancelled)
         self.progress = progress  # threads: rows that ended, for live progress
+        # the store cache, for steps after one that ran (the driver resolved the others)
+        self.cache_reader = cache_reader
+        self.ran: set[int] = set()  # rows that reached a step not served by the prefill
         self.last_step = pipe.steps[-1].name
         self._callers: dict[float, Any] = {}
 
@@ -245,6 +251,7 @@ class _ChunkRun:
         later: list[int] = []
         seen: set[str] = set()
         memory = self._memory(s)
+        todo = self._from_store(s, todo, memory)
         # inputs this thread computes while other threads of the run wait for them
         local = s._local
         claimed: list[str] = []
@@ -290,6 +297,40 @@ class _ChunkRun:
             else:
                 again.append(i)
         self._call(s, again, keys)
+
+    def _from_store(self, s: Step, todo: list[int],
+                    memory: dict[str, dict[str, Any]]) -> list[int]:
+        """Serve rows from the store cache where the driver could not look them up.
+
+        The driver's prefill covered each row's leading steps up to the first one it
+        had to run; for the steps after that, the inputs are only known here.
+        """
+        first = [i for i in todo if i not in self.ran]
+        self.ran.update(first)
+        if self.cache_reader is None or not self.use_cache or not s.options.cache:
+            return todo
+        want: dict[str, list[int]] = {}
+        for i in todo:
+            if i in first:
+                continue  # the driver looked this step up already
+            key = s.cache_key(self.views[i])
+            if key is not None and key not in memory:
+                want.setdefault(key, []).append(i)
+        if not want:
+            return todo
+        found = self.cache_reader.lookup(s.name, s.options.version, list(want))
+        served: set[int] = set()
+        for key, blob in found.items():
+            try:
+                value = pickle.loads(blob)
+            except Exception:  # noqa: BLE001 - an unreadable entry is a miss
+                continue
+            if self.remember:
+                memory[key] = value
+            for i in want[key]:
+                self._done(i, s, Call(out=value, cached=True, cache_key=key))
+                served.add(i)
+        return [i for i in todo if i not in served]
 
     def _call(self, s: Step, rows: list[int], keys: dict[int, str | None]) -> None:
         if not rows:
@@ -396,7 +437,7 @@ def run_pipeline_chunk(task: ChunkTask) -> ChunkResult:
 
     run = _ChunkRun(pipe, views, items, prefill, timeout=task.timeout,
                     use_cache=not task.refresh, in_process=task.driver_pid is not None,
-                    stop=stop, progress=task.progress)
+                    stop=stop, progress=task.progress, cache_reader=task.cache_reader)
     interrupted = False
     try:
         run.execute()

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from ._cacheread import CacheServer, RemoteCacheReader, StoreCacheReader
 from ._clock import Clock
 from ._errors import ConfigError
 from ._executors import Executor, check_backend, default_workers, make_executor
@@ -243,6 +244,8 @@ class Runner:
         self.executor: Executor | None = None
         self.pending_steps: pl.DataFrame | None = None  # step records of the next commit
         self.refresh = refresh
+        self.cache_service: StoreCacheReader | CacheServer | None = None  # closed at the end
+        self.cache_reader: StoreCacheReader | RemoteCacheReader | None = None  # sent to workers
         self.memos: dict[tuple[str, str], dict[str, bytes]] | None = None
         if isinstance(fn, Pipeline):
             stored = store.load_memos([(s.name, s.options.version) for s in fn.steps])
@@ -264,6 +267,7 @@ class Runner:
         todo = self.store.count_selected(self.batch, selected=self.selected, status="pending")
         self.watch.start(todo, self.sizer.size(todo))
         self.executor = make_executor(self.opt.backend, self.opt.workers)
+        self._start_cache_service()
         outcome = "completed"
         try:
             self._loop(todo)
@@ -283,6 +287,22 @@ class Runner:
             self._finish("died", started)
             raise
         return self._finish(outcome, started)
+
+    def _start_cache_service(self) -> None:
+        """Let workers look up the cache for steps after one that ran (see _cacheread)."""
+        fn = self.fn
+        if (not isinstance(fn, Pipeline) or self.refresh or len(fn.steps) < 2
+                or not any(s.options.cache for s in fn.steps[1:])):
+            return
+        assert self.executor is not None
+        if self.executor.shares_memory:
+            reader = StoreCacheReader(self.store)
+            self.cache_service = reader
+            self.cache_reader = reader
+        else:
+            server = CacheServer(self.store)
+            self.cache_service = server
+            self.cache_reader = server.reader()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -395,6 +415,7 @@ class Runner:
             memos=None if self.executor.shares_memory else self.memos,
             refresh=self.refresh,
             progress=[0] if self.executor.shares_memory else None,
+            cache_reader=self.cache_reader,
         )
         self.inflight[self.executor.submit(task)] = _InFlight(rows, isolated,
                                                               task.progress or [0])
@@ -651,6 +672,9 @@ class Runner:
         if self.executor is not None:
             self.executor.shutdown(kill=outcome not in ("completed", "halted", "budget",
                                                         "stopped"))
+        if self.cache_service is not None:
+            self.cache_service.close()
+            self.cache_service = None
         self.store.end_run(self.run_id, outcome)
         t = self.tally
         report = RunReport(

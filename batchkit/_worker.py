@@ -128,6 +128,8 @@ class ChunkTask:
     memos: dict[tuple[str, str], dict[str, bytes]] | None = None  # stored ctx.memo values
     refresh: bool = False  # pipelines: ignore cached step results
     progress: list[int] | None = field(default=None, repr=False)  # threads: rows finished
+    # pipelines: looks up cached outputs of steps after one that ran (see _cacheread)
+    cache_reader: Any = field(default=None, repr=False)
 
 
 @dataclass
