@@ -28,6 +28,7 @@ import functools
 import inspect
 import os
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,7 +71,30 @@ def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         return factory(**kwargs)
     if not params:
         return factory()
-    return factory(**kwargs)
+    return factory(**_for_module(factory, kwargs))
+
+
+def _for_module(factory: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild httpx's ``Timeout`` and ``Limits`` with the factory's own package.
+
+    An API-compatible fork (``httpx2.AsyncClient``) has its own classes and refuses
+    httpx's; plain functions and httpx's own clients get the arguments unchanged.
+    """
+    module = sys.modules.get((getattr(factory, "__module__", None) or "").split(".")[0])
+    if module is None or module is httpx or not all(
+            hasattr(module, n) for n in ("Timeout", "Limits")):
+        return kwargs
+    out = dict(kwargs)
+    t = out.get("timeout")
+    if isinstance(t, httpx.Timeout):
+        out["timeout"] = module.Timeout(connect=t.connect, read=t.read, write=t.write,
+                                        pool=t.pool)
+    lim = out.get("limits")
+    if isinstance(lim, httpx.Limits):
+        out["limits"] = module.Limits(max_connections=lim.max_connections,
+                                      max_keepalive_connections=lim.max_keepalive_connections,
+                                      keepalive_expiry=lim.keepalive_expiry)
+    return out
 
 
 @dataclass(frozen=True)

@@ -387,7 +387,7 @@ def compute_metrics(attempts: pl.DataFrame, items: pl.DataFrame, *,
         retries=item_rows.filter(pl.col("outcome") == "retry").height,
         step_retries=int((step_rows["tries"].fill_null(1).cast(pl.Int64) - 1)
                          .clip(lower_bound=0).sum()),
-        transient_recovered=int(done_ids.is_in(retried_ids).sum()),
+        transient_recovered=len(set(done_ids.to_list()) & set(retried_ids.to_list())),
         permanent_failures=failed.filter(pl.col("_retryable").eq(False)).height,
         retries_exhausted=failed.filter(pl.col("_retryable").eq(True)).height,
         dead_letters=counts["failed"],

@@ -50,7 +50,7 @@ from ._worker import (
     _trace,
 )
 
-__all__ = ["Pipeline", "pipeline", "resolve_prefill", "run_pipeline_chunk"]
+__all__ = ["Pipeline", "close_idle_loops", "pipeline", "resolve_prefill", "run_pipeline_chunk"]
 
 _ASYNC_DEFAULT = 100  # coroutines in flight per worker when an async step sets none
 # prefill of one row: step name -> (output, origin "checkpoint" | "cache", usd)
@@ -134,12 +134,34 @@ def pipeline(*steps: Step | Callable[..., Any]) -> Pipeline:
 _LOOPS = threading.local()
 
 
+_ALL_LOOPS: list[asyncio.AbstractEventLoop] = []  # this process's worker loops, to close
+_ALL_LOOPS_LOCK = threading.Lock()
+
+
 def _event_loop() -> asyncio.AbstractEventLoop:
     """This worker thread's event loop (kept across chunks, so async clients stay pooled)."""
     loop = getattr(_LOOPS, "loop", None)
     if loop is None or loop.is_closed():
         loop = _LOOPS.loop = asyncio.new_event_loop()
+        with _ALL_LOOPS_LOCK:
+            _ALL_LOOPS.append(loop)
     return loop
+
+
+def close_idle_loops() -> None:
+    """Close the worker threads' event loops that are not running (the run has ended).
+
+    Call it after the pipeline's clients were closed (``Pipeline.close``), so their
+    connections are shut on these loops first; a thread that needs a loop again makes
+    a new one.
+    """
+    with _ALL_LOOPS_LOCK:
+        idle = [lp for lp in _ALL_LOOPS if not lp.is_running()]
+        _ALL_LOOPS[:] = [lp for lp in _ALL_LOOPS if lp.is_running()]
+    for loop in idle:
+        if not loop.is_closed():
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
 
 class _ChunkRun:

@@ -32,8 +32,8 @@ import polars as pl
 from ._cacheread import CacheServer, RemoteCacheReader, StoreCacheReader
 from ._clock import Clock
 from ._errors import ConfigError
-from ._executors import Executor, check_backend, default_workers, make_executor
-from ._pipeline import Pipeline, resolve_prefill
+from ._executors import Executor, check_backend, default_workers, make_executor, sends_functions
+from ._pipeline import Pipeline, close_idle_loops, resolve_prefill
 from ._policy import RetryPolicy
 from ._report import RunReport
 from ._store import Store
@@ -138,9 +138,9 @@ def check_function(fn: Any, backend: str, workers: int = 1) -> str:
         raise ConfigError(f"the function to run must be callable, got {type(fn).__name__}")
     name = getattr(fn, "__name__", None) or type(fn).__name__
     check_workers = getattr(fn, "check_workers", None)
-    if backend == "processes" and callable(check_workers):
+    if sends_functions(backend) and callable(check_workers):
         check_workers(workers)  # e.g. a rate limit that cannot be split across processes
-    if backend == "processes":
+    if sends_functions(backend):
         import cloudpickle
 
         try:
@@ -231,6 +231,7 @@ class Runner:
         self.cancel = threading.Event()
         self.inflight: dict[cf.Future[ChunkResult], _InFlight] = {}
         self.ready: list[tuple[ChunkResult, _InFlight]] = []
+        self.chunks_collected = 0  # chunks in the commit being accounted (live figures)
         self.suspects: deque[pl.DataFrame] = deque()
         self.quarantine: set[int] = set()
         self.stop_reason: str | None = None
@@ -266,10 +267,11 @@ class Runner:
             max_attempts=self.opt.retry.max_attempts)
         todo = self.store.count_selected(self.batch, selected=self.selected, status="pending")
         self.watch.start(todo, self.sizer.size(todo))
-        self.executor = make_executor(self.opt.backend, self.opt.workers)
-        self._start_cache_service()
         outcome = "completed"
         try:
+            # inside the try: a cluster that fails to start ends the run as "died"
+            self.executor = make_executor(self.opt.backend, self.opt.workers)
+            self._start_cache_service()
             self._loop(todo)
             if self.stop_reason:
                 outcome = self.stop_outcome
@@ -446,22 +448,25 @@ class Runner:
                                        float(result.outcomes["_duration_s"].sum()))
                 if result.interrupted:
                     raise KeyboardInterrupt
+            elif self.executor is not None and not self.executor.is_crash(exc):
+                raise exc  # not a dead worker (e.g. a cluster that cannot load the task)
             else:
                 crashed.append(chunk)
         if crashed:
             self._on_crash(crashed)
 
     def _on_crash(self, crashed: list[_InFlight]) -> None:
-        """A worker died: every chunk in flight failed with it."""
+        """A worker died: the chunks it held failed (with loky: every chunk in flight)."""
         assert self.executor is not None
         self.tally.crashes += 1
-        for future in list(self.inflight):  # the pool is broken: the rest fail too
-            try:
-                future.result(timeout=30)
-                self.ready.append((future.result(), self.inflight.pop(future)))
-            except BaseException:  # noqa: BLE001
-                crashed.append(self.inflight.pop(future))
-        self.executor.restart()
+        if self.executor.crash_fails_all:
+            for future in list(self.inflight):  # the pool is broken: the rest fail too
+                try:
+                    future.result(timeout=30)
+                    self.ready.append((future.result(), self.inflight.pop(future)))
+                except BaseException:  # noqa: BLE001
+                    crashed.append(self.inflight.pop(future))
+            self.executor.restart()
         culprit = (len(crashed) == 1 and crashed[0].isolated and crashed[0].rows.height == 1)
         if culprit:
             rows = crashed[0].rows
@@ -482,6 +487,7 @@ class Runner:
         if not self.ready:
             return None, None, 0
         ready, self.ready = self.ready, []
+        self.chunks_collected = len(ready)
         outs = [r.outcomes for r, _ in ready if r.outcomes.height]
         vals = [r.values for r, _ in ready if r.values.height]
         steps = [r.steps for r, _ in ready if r.steps is not None and r.steps.height]
@@ -593,7 +599,7 @@ class Runner:
             t.failures[etype] = t.failures.get(etype, 0) + n
         halt = self.watch.committed(done=done, failed=failed_rows.height,
                                     retried=int((status == "pending").sum()),
-                                    usd=float(o["usd"].sum()))
+                                    usd=float(o["usd"].sum()), chunks=self.chunks_collected)
         if self.stop_reason:
             return
         if halt:
@@ -675,6 +681,10 @@ class Runner:
         if self.cache_service is not None:
             self.cache_service.close()
             self.cache_service = None
+        if (isinstance(self.fn, Pipeline) and self.executor is not None
+                and self.executor.shares_memory):
+            self.fn.close()  # this process's pooled clients, async ones on their idle loops
+            close_idle_loops()
         self.store.end_run(self.run_id, outcome)
         t = self.tally
         report = RunReport(

@@ -4,8 +4,9 @@
 scenario (company search, AI extraction, contact search, batched e-mail
 verification). It runs in a daemon thread of the calling process, bound to
 127.0.0.1 on a free port, and can misbehave on purpose: latency, a server-side
-rate limit answered with 429 + ``Retry-After``, a share of transient 503s, 404s for
-unknown inputs, 413 for oversized batches. Every answer is computed from the
+rate limit answered with 429 + ``Retry-After``, a share of transient 503s, a share of
+429s that throttle even under the limit, 404s for unknown inputs, 413 for oversized
+batches. Every answer is computed from the
 input, so tests can assert values.
 
 =========================  =================================================
@@ -162,17 +163,35 @@ def _check_latency(value: Any) -> tuple[float, float]:
     return lo, hi
 
 
+def _window_of(value: Any) -> tuple[int, float]:
+    """A rate limit as ``(calls, period)``: a ``parse_rate`` value or a ``(calls, seconds)`` pair.
+
+    The pair gives any window, e.g. ``(100, 6.0)`` for 100 calls/min run ten times faster.
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ConfigError(f"a rate limit pair must be (calls, seconds), got {value!r}")
+        calls, period = value
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1 or isinstance(
+                period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
+            raise ConfigError(f"a rate limit pair must be (whole calls >= 1, seconds > 0), "
+                              f"got {value!r}")
+        return calls, float(period)
+    return parse_rate(value)
+
+
 class _Reply(Exception):
     """Raised inside a handler to answer with an error status."""
 
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: str, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
 
 
 _COUNTERS = ("requests", "ok", "400", "401", "404", "405", "413", "429", "500", "503", "items",
-             "max_in_flight")
+             "max_in_flight", "throttled")
 
 
 class SimService:
@@ -182,8 +201,9 @@ class SimService:
         latency: seconds each answer takes, a ``(low, high)`` pair drawn uniformly
             (deterministic per request from ``seed``), or a mapping endpoint → either.
             404, 503 and 400 answers take the latency too; 429, 401 and 405 are immediate.
-        rate_limit: ``"100/min"``, ``"10/s"``, a number per second, or a mapping endpoint →
-            rate; each endpoint counts its own. A strict sliding window: no ``period``-long
+        rate_limit: ``"100/min"``, ``"10/s"``, a number per second, a ``(calls, seconds)``
+            pair (any window: ``(100, 6.0)``), or a mapping endpoint → rate; each endpoint
+            counts its own. A strict sliding window: no ``period``-long
             window holds more accepted requests than the limit; refused requests get 429
             with ``Retry-After`` (whole seconds until a slot frees) and do not count. A
             client pacing exactly at the limit can be refused now and then (its requests
@@ -192,6 +212,12 @@ class SimService:
             is decided by a hash of ``seed``, the endpoint, the input and how many times that
             input was asked before, so a retry of the same input can succeed and a rerun
             with the same seed fails the same attempts.
+        throttle_share: share of requests answered 429 with ``Retry-After:
+            throttle_retry_after`` although under the rate limit (a provider shedding
+            load), decided like ``transient_share``; 0 to 1, or a mapping. They are
+            refused before the rate limit counts them, and counted as ``"429"`` and as
+            ``"throttled"``.
+        throttle_retry_after: seconds those 429s ask to wait (may be fractional).
         known: the companies ``/search`` knows: a set of names or a predicate; others get
             404. ``None`` knows every company.
         batch_max: most e-mails ``/verify`` takes in one call (more get 413).
@@ -213,17 +239,28 @@ class SimService:
                  transient_share: Any = 0.0,
                  known: Collection[str] | Callable[[str], bool] | None = None,
                  batch_max: int = 100, api_key: str | None = None, seed: int = 0,
-                 port: int = 0) -> None:
+                 port: int = 0, throttle_share: Any = 0.0,
+                 throttle_retry_after: float = 1.0) -> None:
         self._latency = {e: _check_latency(v)
                          for e, v in _per_endpoint("latency", latency).items()}
         self._limits: dict[str, _Window | None] = {
-            e: (_Window(*parse_rate(v)) if v is not None else None)
+            e: (_Window(*_window_of(v)) if v is not None else None)
             for e, v in _per_endpoint("rate_limit", rate_limit).items()}
         shares = _per_endpoint("transient_share", transient_share)
         for v in shares.values():
             if v is not None and not 0 <= float(v) <= 1:
                 raise ConfigError(f"transient_share must be between 0 and 1, got {v!r}")
         self._shares = {e: float(v or 0.0) for e, v in shares.items()}
+        throttles = _per_endpoint("throttle_share", throttle_share)
+        for v in throttles.values():
+            if v is not None and not 0 <= float(v) <= 1:
+                raise ConfigError(f"throttle_share must be between 0 and 1, got {v!r}")
+        self._throttles = {e: float(v or 0.0) for e, v in throttles.items()}
+        if isinstance(throttle_retry_after, bool) or not isinstance(
+                throttle_retry_after, (int, float)) or not 0 < throttle_retry_after < math.inf:
+            raise ConfigError(f"throttle_retry_after must be seconds > 0, "
+                              f"got {throttle_retry_after!r}")
+        self._throttle_after = float(throttle_retry_after)
         if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
             raise ConfigError(f"batch_max must be a positive whole number, got {batch_max!r}")
         self.batch_max = batch_max
@@ -262,13 +299,16 @@ class SimService:
         return int(self._server.server_address[1])
 
     def stats(self) -> dict[str, Any]:
-        """Counters per endpoint, plus ``connections`` (TCP connections accepted).
+        """Counters per endpoint, plus ``connections`` (TCP connections accepted) and
+        ``open_connections`` (kept alive right now).
 
         Each endpoint has ``requests`` (all), ``ok`` (200), one count per error status
         (``"400"``, ``"401"``, ``"404"``, ``"405"``, ``"413"``, ``"429"``, ``"500"``,
         ``"503"``),
-        ``items`` (e-mails verified, ``/verify`` only) and ``max_in_flight`` (most
-        requests it was answering at once). A snapshot: a new dict each call.
+        ``items`` (e-mails verified, ``/verify`` only), ``max_in_flight`` (most
+        requests it was answering at once) and ``throttled`` (the 429s of
+        ``throttle_share``; the other 429s refused calls over the rate limit). A
+        snapshot: a new dict each call.
 
         Example:
             >>> with SimService() as svc:
@@ -278,6 +318,8 @@ class SimService:
         with self._lock:
             out: dict[str, Any] = {e: dict(c) for e, c in self._stats.items()}
             out["connections"] = self._connections
+        with self._server._open_lock:
+            out["open_connections"] = len(self._server._open)  # kept alive right now
         return out
 
     def requests_log(self, endpoint: str | None = None) -> list[tuple[float, str, int]]:
@@ -374,6 +416,20 @@ class SimService:
             # never say what was sent: only that it was wrong or missing
             raise _Reply(401, "missing or invalid API key: send 'Authorization: Bearer KEY' "
                               "or 'X-Api-Key: KEY'")
+
+    def _throttle(self, endpoint: str, subject: str) -> None:
+        share = self._throttles[endpoint]
+        if share <= 0:
+            return
+        with self._lock:
+            n = self._asked.get(("429:" + endpoint, subject), 0)
+            self._asked[("429:" + endpoint, subject)] = n + 1
+        if _unit(self.seed, "429", endpoint, subject, n) < share:
+            with self._lock:
+                self._stats[endpoint]["throttled"] += 1
+            wait = self._throttle_after
+            raise _Reply(429, f"too many requests right now (load shedding); retry after "
+                              f"{wait:g}s", retry_after=wait)
 
     def _fail_transiently(self, endpoint: str, subject: str) -> bool:
         share = self._shares[endpoint]
@@ -483,6 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method != want:
                 raise _Reply(405, f"{path} takes {want}, not {method}")
             svc._authorize(self.headers)
+            svc._throttle(path, self._subject(path, parts.query, body))
             svc._admit(path, arrived)
             subject = self._subject(path, parts.query, body)
             delay = svc._delay(path, subject)
@@ -496,7 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = reply.status
             answer = {"error": str(reply), "status": reply.status}
             if reply.retry_after:
-                extra["Retry-After"] = str(reply.retry_after)
+                extra["Retry-After"] = f"{reply.retry_after:g}"
         except Exception as exc:  # noqa: BLE001 - a bug here must still answer
             status = 500
             answer = {"error": f"internal error: {type(exc).__name__}", "status": 500}

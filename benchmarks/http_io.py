@@ -51,7 +51,7 @@ import httpx
 import polars as pl
 
 import batchkit as bk
-from batchkit._http import ClientPool, _ssl_context
+from batchkit._http import ClientFactory, ClientPool, _ssl_context
 from batchkit.testing import SimService
 
 TARGET = 0.85
@@ -226,6 +226,36 @@ def batchkit_threads(url: str, names: list[str], n: int, *, fn: Callable[..., An
     return t2 - t1, f"add {t1 - t0:.2f} s"
 
 
+async def _search_async(row: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """The batchkit async step: one GET through ``ctx.ahttp``."""
+    r = await ctx.ahttp.get("/search", params={"q": row["company"]})
+    r.raise_for_status()
+    return {"domain": r.json()["domain"]}
+
+
+def batchkit_async(url: str, names: list[str], n: int, module: Any = None) -> tuple[float, str]:
+    """bk.Batch + an async step with ``concurrency=n`` on one worker (one event loop).
+
+    ``module`` (an httpx-compatible package such as httpx2) supplies the AsyncClient
+    through ``ClientFactory(async_factory=...)``; None: batchkit's default (httpx).
+    """
+    factory = ClientFactory(concurrency=n, base_url=url,
+                            async_factory=None if module is None else module.AsyncClient)
+    step = bk.step("search", concurrency=n, http=factory, cache=False)(_search_async)
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = bk.Batch("http_async", store=Path(tmp) / "store.duckdb")
+        batch.add(pl.DataFrame({"company": names}), key="company")
+        t0 = time.perf_counter()
+        report = batch.run(bk.pipeline(step), workers=1, chunk_size=len(names),
+                           backend="threads", progress=False)
+        elapsed = time.perf_counter() - t0
+        done = batch.counts()["done"]
+        batch.close()
+    if report.outcome != "completed" or done != len(names):
+        raise SystemExit(f"batchkit async run did not finish every row: {report}")
+    return elapsed, "one chunk, one event loop"
+
+
 async def _client_async(module: Any, url: str, names: list[str], n: int) -> None:
     sem = asyncio.Semaphore(n)
     limits = module.Limits(max_connections=n, max_keepalive_connections=n)
@@ -354,9 +384,13 @@ def main() -> None:
                         lambda: raw_async(url, names, k)))
         jobs.append(Job("async: httpx.AsyncClient + semaphore", k,
                         lambda: client_async(url, names, k), rounds=1))
+        jobs.append(Job("batchkit async step, ctx.ahttp = httpx (default)", k,
+                        lambda: batchkit_async(url, names, k), rounds=1))
         if httpx2 is not None:
             jobs.append(Job(f"async: httpx2 {httpx2.__version__} AsyncClient + semaphore", k,
                             lambda: client_async(url, names, k, httpx2)))
+            jobs.append(Job(f"batchkit async step, ctx.ahttp = httpx2 {httpx2.__version__}", k,
+                            lambda: batchkit_async(url, names, k, httpx2)))
 
     try:
         _report(a, jobs, server, items, rounds)

@@ -181,6 +181,36 @@ def test_async_factory_override():
     assert len(made) == 1 and made[0]["limits"].max_connections == 3
 
 
+def test_fork_factory_gets_its_own_timeout_and_limits(monkeypatch):
+    """A client class from an httpx-compatible fork gets Timeout/Limits of its own package."""
+    import types
+
+    fork = types.ModuleType("forkhttp")
+
+    class Timeout:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class Limits:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class AsyncClient:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    for cls in (Timeout, Limits, AsyncClient):
+        cls.__module__ = "forkhttp"
+        setattr(fork, cls.__name__, cls)
+    monkeypatch.setitem(__import__("sys").modules, "forkhttp", fork)
+    client = ClientFactory(async_factory=AsyncClient, concurrency=7, timeout=4).async_client()
+    assert isinstance(client, AsyncClient)
+    assert isinstance(client.kw["timeout"], Timeout) and isinstance(client.kw["limits"], Limits)
+    assert client.kw["timeout"].kw == {"connect": 4.0, "read": 4.0, "write": 4.0, "pool": 4.0}
+    assert client.kw["limits"].kw["max_connections"] == 7
+    assert client.kw["headers"]["User-Agent"].startswith("batchkit/")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"concurrency": 0}, "concurrency"), ({"concurrency": True}, "concurrency"),

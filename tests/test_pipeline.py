@@ -6,6 +6,7 @@ Calls are counted on the server (``SimService.stats()``), so they hold on every 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -412,6 +413,11 @@ def test_async_step_runs_many_requests_at_once(tmp_path, sim):
     assert batch.counts()["done"] == 50
     assert state["peak"] >= 10 and svc.stats()["/search"]["max_in_flight"] >= 10
     assert report.elapsed_s < 0.5 * 50 * 0.1  # generous: sequential calls take 5 s
+    # the run closed its async clients: the server sees every kept-alive connection end
+    deadline = time.monotonic() + 5
+    while svc.stats()["open_connections"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert svc.stats()["connections"] >= 10 and svc.stats()["open_connections"] == 0
     batch.close()
 
 
