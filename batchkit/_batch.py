@@ -23,12 +23,12 @@ from ._clusters import FailureClusters, cluster_failures
 from ._errors import ConfigError, SchemaError
 from ._handle import RunHandle
 from ._metrics import Metrics, compute_metrics
-from ._plan import parse_duration
+from ._plan import Projection, parse_duration
 from ._policy import RetryPolicy
 from ._progress import TqdmProgress
 from ._report import RunReport
 from ._runner import Runner, check_function, make_options
-from ._snapshot import SnapshotWriter
+from ._snapshot import SnapshotWriter, batch_details
 from ._store import (
     RESERVED_COLUMNS,
     Store,
@@ -165,6 +165,10 @@ class Batch:
             ``batchkit.duckdb`` in the working folder.
         clock: time source (tests pass ``batchkit.testing.FakeClock``).
         seed: seed of the backoff jitter.
+        read_only: watch a batch without writing: the store is opened read-only for
+            each call and released after it, and while another process runs it (DuckDB
+            lets no one else open the file) ``counts()``, ``metrics()``, ``failures()``
+            and ``report()`` read the run's live snapshot. See ``ReadOnlyBatch``.
 
     Example:
         >>> import polars as pl, batchkit as bk
@@ -177,8 +181,18 @@ class Batch:
         [1, 4, 9]
     """
 
+    def __new__(cls, *args: Any, read_only: bool = False, **kwargs: Any) -> Batch:
+        if read_only and cls is Batch:  # bk.Batch(..., read_only=True): a ReadOnlyBatch
+            from ._readonly import ReadOnlyBatch
+
+            return super().__new__(ReadOnlyBatch)
+        return super().__new__(cls)
+
     def __init__(self, name: str, store: str | os.PathLike[str] | None = None, *,
-                 clock: Clock | None = None, seed: int | None = None) -> None:
+                 clock: Clock | None = None, seed: int | None = None,
+                 read_only: bool = False) -> None:
+        if read_only:  # only bk.Batch itself turns into a ReadOnlyBatch (see __new__)
+            raise ConfigError(f"read_only=True is for bk.Batch itself, not {type(self).__name__}")
         self.name = check_batch_name(name)
         path = os.fspath(store) if store is not None else os.environ.get(
             "BATCHKIT_STORE", DEFAULT_STORE)
@@ -383,6 +397,58 @@ class Batch:
                 self.store.clear_selection()
         return RunHandle(runner, cleanup)
 
+    def plan(self, fn: Callable[..., Any], *, sample: int = 20, volume: int | None = None,
+             deadline: float | str | timedelta | None = None, budget: float | None = None,
+             failure_tolerance: str | float = "skip", workers: int | None = None,
+             **run_kwargs: Any) -> Projection:
+        """Run a measured sample, then project time, cost and workers for the whole batch.
+
+        ``sample`` pending items (spread over the batch) run through a normal
+        ``batch.run(fn, only=...)``: their results are kept, so the sample is paid
+        once and not run again. Their attempt log gives each step's latency (p50,
+        p95), calls, tokens, cost, cache hits, retry and failure rates; the steps'
+        declarations give rate limits, concurrency caps and request batch sizes.
+        The projection is for ``volume`` items with ``workers`` (or the recommended
+        count) and the recommended chunk size: run the rest with
+        ``batch.run(fn, workers=plan.workers, chunk_size=plan.chunk_size)``.
+
+        Args:
+            fn: the pipeline (or plain one-row function: one pseudo-step) to run.
+            sample: items to run and measure; 0 plans from the attempt log of
+                earlier runs and runs nothing.
+            volume: items to plan for (default: the batch's total).
+            deadline: ``"8h"``, seconds or a ``timedelta``; budget: USD.
+            failure_tolerance: ``"skip"``, ``"halt"`` or a failure share to
+                tolerate (``0.15``: halt past 15%); the sample runs with it.
+            workers: fix the worker count (the sample runs with it too); None
+                recommends one.
+            **run_kwargs: passed to the sample run (``backend``, ``chunk_size``,
+                ``retries``, ``timeout``, ``progress``, ...).
+
+        Returns:
+            A ``Projection``: ``.seconds``, ``.cost``, ``.bottleneck``, ``.table``,
+            ``.scaling(volumes)``, ``.recommend()``, ``.report()``; ``.sample`` says
+            what it was measured from.
+
+        Raises:
+            ConfigError: a bad argument, before anything runs; no pending items to
+                sample; ``sample=0`` without an attempt log.
+
+        Example:
+            >>> import polars as pl, batchkit as bk
+            >>> b = bk.Batch("planned", store=":memory:")
+            >>> _ = b.add(pl.DataFrame({"n": range(100)}), key="n")
+            >>> plan = b.plan(lambda row: {"sq": row["n"] ** 2}, sample=10, workers=2,
+            ...               progress=False)
+            >>> plan.volume, plan.sample.items, b.counts()["done"]
+            (100, 10, 10)
+        """
+        from ._batchplan import plan_batch
+
+        return plan_batch(self, fn, sample=sample, volume=volume, deadline=deadline,
+                          budget=budget, failure_tolerance=failure_tolerance, workers=workers,
+                          **run_kwargs)
+
     # -- looking at a batch --------------------------------------------------------------
 
     def metrics(self) -> Metrics:
@@ -435,7 +501,8 @@ class Batch:
         if options.progress:
             observers.append(_progress_display(self.name, display))
         if self.store_path != ":memory:":
-            observers.append(SnapshotWriter(self.store_path, self.name, clock=self.clock))
+            observers.append(SnapshotWriter(self.store_path, self.name, clock=self.clock,
+                                            details=batch_details(self)))
         watch = RunWatch(self.name, run_id, clock=self.clock, workers=options.workers,
                          observers=observers, thresholds=alerts, on_alert=on_alert,
                          halt_on=halt_on, budget=budget, deadline_s=deadline_s,

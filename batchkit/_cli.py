@@ -3,10 +3,10 @@
 ::
 
     batchkit run MODULE:FUNCTION INPUT --store S --key COL   run a function over a file
-    batchkit status STORE                                    rows per status, per batch
+    batchkit status STORE [BATCH]                            rows per status; a batch's metrics
     batchkit failed STORE BATCH                              the dead-letter list
     batchkit export STORE BATCH OUT.parquet                  rows to Parquet
-    batchkit demo                                            the example job on data/
+    batchkit demo                                            the lead-enrichment scenario
 
 Every command prints ``batchkit: error: <message>`` and exits 2 on a bad argument,
 input or store (no traceback).
@@ -32,7 +32,7 @@ import polars as pl
 
 from . import __version__
 from ._batch import DEFAULT_STORE, Batch, _close_store, _open_store
-from ._errors import BatchkitError, ConfigError
+from ._errors import BatchkitError, ConfigError, StoreError, StoreInUseError
 from ._executors import BACKENDS
 from ._store import STATUSES
 
@@ -224,7 +224,12 @@ def _open_batch(store_path: str, name: str) -> Batch:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    store = _open_existing(args.store)
+    if args.batch is not None:
+        return _status_of_batch(args)
+    try:
+        store = _open_existing(args.store)
+    except StoreInUseError as exc:  # a run holds it: show the snapshots its runs publish
+        return _status_live(args, exc)
     try:
         counts = {name: store.counts(name) for name in store.batch_names()}
     finally:
@@ -241,6 +246,47 @@ def _cmd_status(args: argparse.Namespace) -> int:
             for name, c in counts.items()]
     print(f"store {args.store}")
     print(_table(header, rows, right=range(1, len(header))))
+    return EXIT_OK
+
+
+def _status_of_batch(args: argparse.Namespace) -> int:
+    """Counts, metrics and top failure clusters of one batch (live while a run holds it)."""
+    from ._readonly import ReadOnlyBatch
+
+    status = ReadOnlyBatch(args.batch, store=args.store).status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2, default=_json_default))
+    else:
+        print(status)
+    return EXIT_OK
+
+
+def _status_live(args: argparse.Namespace, held: StoreInUseError) -> int:
+    """Counts per batch from the live snapshots, while another process holds the store."""
+    from ._snapshot import read_snapshot
+
+    who = f"PID {held.pid}" if held.pid is not None else "another process"
+    docs = [d for d in read_snapshot(args.store) if d.get("counts") is not None]
+    if not docs:
+        raise StoreError(
+            f"store is in use by {who}: {args.store!r}, and no batch in it has published a "
+            "live snapshot (a run publishes one beside the store while it runs); wait for "
+            "that process to finish or close its batch, then run this again")
+    if args.json:
+        print(json.dumps({"store": args.store, "source": "snapshot", "held_by_pid": held.pid,
+                          "batches": {d["batch"]: {
+                              **d["counts"], "total": sum(d["counts"].values()),
+                              "state": (d.get("stats") or {}).get("state"),
+                              "age_s": d["age_s"], "live": d["live"], "pid": d.get("pid")}
+                              for d in docs}}, indent=2))
+        return EXIT_OK
+    header = ["batch", *STATUSES, "total", "run", "published"]
+    rows = [[d["batch"], *(f"{d['counts'].get(s, 0):,}" for s in STATUSES),
+             f"{sum(d['counts'].values()):,}", str((d.get("stats") or {}).get("state", "?")),
+             f"{d['age_s']:.1f} s ago by PID {d.get('pid')}"] for d in docs]
+    print(f"store {args.store}: in use by {who}; figures from the live snapshots its runs "
+          "publish (`batchkit status STORE BATCH` for a batch's metrics)")
+    print(_table(header, rows, right=range(1, len(STATUSES) + 2)))
     return EXIT_OK
 
 
@@ -277,7 +323,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.run(args)
+    return demo.run_args(args)
 
 
 # -- output helpers ------------------------------------------------------------------------
@@ -393,11 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     status = sub.add_parser(
-        "status", formatter_class=_Formatter, help="rows per status, per batch",
+        "status", formatter_class=_Formatter,
+        help="rows per status, per batch; with BATCH its metrics and failure clusters",
         description="Show how many rows of each batch in STORE are pending, running, done "
-                    "and failed. The store must not be open in another process (DuckDB "
-                    "allows one).")
+                    "and failed; with BATCH, that batch's metrics (throughput, p50/p95/p99 "
+                    "durations, calls, tokens, retries, failures, cost, ETA) and its top "
+                    "failure clusters. It works during a run in another process too: "
+                    "DuckDB lets no one else open the store then, so the figures come from "
+                    "the live snapshot the run publishes beside it (about a second old; "
+                    "metrics every few seconds), with their age and the PID holding the "
+                    "store.")
     status.add_argument("store", metavar="STORE", help="the DuckDB store file")
+    status.add_argument("batch", metavar="BATCH", nargs="?", default=None,
+                        help="a batch name: show its metrics and failure clusters")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_cmd_status)
 
@@ -430,11 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     from . import demo
 
     demo_parser = sub.add_parser(
-        "demo", formatter_class=_Formatter, help="run the example job on data/companies.csv",
-        description="Enrich the 500 fictional companies of data/companies.csv (run it from "
-                    "the batchkit repository root): add them to a store, run on 8 threads "
-                    "with retries, print the report and the failures, export Parquet. Run "
-                    "it again to see a resume that has nothing left to do.")
+        "demo", formatter_class=_Formatter,
+        help="run the lead-enrichment scenario on data/companies.csv",
+        description="The lead-enrichment scenario end to end against local simulated "
+                    "services (web search 100/min, contact search 50/min, AI extraction, "
+                    "batched e-mail verification; time compressed by --speed): 500 "
+                    "companies in chunks of 50 on 5 workers, a DuckDB store, an enriched "
+                    "Parquet file, the report, cost and failure clusters. Run it again to "
+                    "see a resume that has nothing left to do.")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=_cmd_demo)
     return parser

@@ -6,6 +6,7 @@ backend        runs chunks in               a crashing row   per-row timeout
 sequential     the driver's own thread      kills the run    abandons a thread
 threads        a thread pool (I/O work)     kills the run    abandons a thread
 processes      loky worker processes (CPU)  fails that row   interrupts the row
+dask           a Dask cluster (_dask.py)    fails that row   fails, then stops it
 =============  ===========================  ===============  ====================
 
 ``sequential`` is the reference the others are tested against. Results come back
@@ -37,6 +38,8 @@ class Executor(ABC):
     isolates_crashes: ClassVar[bool] = False
     #: tasks share the driver's memory (so a cancel event reaches them)
     shares_memory: ClassVar[bool] = True
+    #: a dead worker fails every chunk in flight (loky); else only the chunks it held
+    crash_fails_all: ClassVar[bool] = True
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -47,6 +50,10 @@ class Executor(ABC):
 
     def restart(self) -> None:  # noqa: B027 - optional hook
         """Get a working pool after a worker crash."""
+
+    def is_crash(self, exc: BaseException) -> bool:
+        """Whether a failed chunk future means a dead worker (else the run stops)."""
+        return True
 
     @abstractmethod
     def shutdown(self, *, kill: bool = False) -> None:
@@ -128,17 +135,38 @@ BACKENDS: dict[str, type[Executor]] = {
 
 
 def check_backend(backend: str) -> type[Executor]:
-    """The executor class for a backend name, or a ConfigError listing the allowed names."""
+    """The executor class for a backend name, or a ConfigError listing the allowed names.
+
+    ``"dask"`` and ``"dask://ADDRESS"`` need the optional Dask extra (see ``_dask``).
+    """
+    from . import _dask
+
+    if _dask.is_dask(backend):
+        _dask.scheduler_address(backend)  # a bad address fails here
+        _dask.require_dask()
+        return _dask.DaskExecutor
     if backend not in BACKENDS:
         raise ConfigError(
             f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)} "
-            "(threads for I/O-bound rows, processes for CPU-bound rows)"
+            "(threads for I/O-bound rows, processes for CPU-bound rows), or 'dask' / "
+            f"'dask://HOST:PORT' for a Dask cluster ({_dask.PIP_INSTALL})"
         )
     return BACKENDS[backend]
 
 
+def sends_functions(backend: str) -> bool:
+    """Whether the backend pickles the row function to other processes."""
+    from ._dask import is_dask
+
+    return backend == "processes" or is_dask(backend)
+
+
 def default_workers(backend: str) -> int:
     """Worker count used when ``workers`` is not given."""
+    from . import _dask
+
+    if _dask.is_dask(backend):
+        return _dask.default_workers(backend)
     cpus = os.cpu_count() or 1
     if backend == "threads":
         return min(32, cpus * 4)
@@ -149,4 +177,8 @@ def default_workers(backend: str) -> int:
 
 def make_executor(backend: str, workers: int) -> Executor:
     """Create the executor for ``backend`` with ``workers`` workers."""
+    from . import _dask
+
+    if _dask.is_dask(backend):
+        return _dask.DaskExecutor(workers, address=_dask.scheduler_address(backend))
     return check_backend(backend)(workers)

@@ -14,6 +14,17 @@ publish nothing: no other process could watch them.
 A snapshot holds figures only (``LiveStats.to_dict()``, the batch's status
 counts, the publishing process id and host, the store path and the time): no
 rows, no inputs, no error messages beyond the alerts' own sentences.
+
+A writer given ``details=`` (``Batch.run`` passes ``batch_details(batch)``) also
+publishes ``details``: the batch's ``Metrics`` and its top failure clusters (their
+templates, example keys and over-represented values), so ``batchkit status STORE
+BATCH`` and a read-only ``Batch`` in another process show the same figures as
+``batch.metrics()`` and ``batch.failures()``. They are queries over the whole
+batch, so they are refreshed less often than the live figures: once the first
+rows of the run have ended, then every ``details_every`` seconds (2 by default)
+at most, at the end of the run, and never taking more than about
+5% of the run's time (a batch of a million rows refreshes them every half
+minute or so); ``details["computed_at"]`` says when.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ import re
 import socket
 import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -34,13 +47,17 @@ from ._clock import Clock, SystemClock
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
+    from ._batch import Batch
+    from ._clusters import FailureClusters
     from ._live import LiveStats
 
 __all__ = [
     "SNAPSHOT_FORMAT",
     "STALE_AFTER_S",
     "SnapshotWriter",
+    "batch_details",
     "clear_snapshots",
+    "clusters_to_dicts",
     "read_snapshot",
     "snapshot_path",
 ]
@@ -50,7 +67,15 @@ SNAPSHOT_FORMAT = 1
 #: a snapshot older than this (seconds) is not live, whoever wrote it
 STALE_AFTER_S = 10.0
 
+#: failure clusters a snapshot carries (the largest)
+TOP_CLUSTERS = 5
+
 _log = logging.getLogger("batchkit")
+# Details (metrics and clusters) may take this share of the run's time, or this many
+# seconds however short the run; an estimate per row before the first measurement.
+_DETAILS_SHARE = 0.05
+_DETAILS_FLOOR_S = 0.25
+_DETAILS_PER_ROW_S = 1.5e-6
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _SUFFIX = ".live"
 
@@ -107,6 +132,11 @@ class SnapshotWriter:
         clock: time source (``time()`` for the timestamp, ``monotonic()`` for the
             throttle); the system clock by default.
         every: the least seconds between two publishes (unless forced).
+        details: a function returning the batch's metrics and failure clusters as
+            plain data (``batch_details(batch)``), published under ``details``;
+            None publishes the live figures only.
+        details_every: the least seconds between two refreshes of the details
+            (the final publish refreshes them whenever that is cheap enough).
 
     Example:
         >>> from batchkit._live import LiveStats
@@ -122,10 +152,15 @@ class SnapshotWriter:
     """
 
     def __init__(self, store_path: str | os.PathLike[str], batch: str, *,
-                 clock: Clock | None = None, every: float = 1.0) -> None:
+                 clock: Clock | None = None, every: float = 1.0,
+                 details: Callable[[], dict[str, Any]] | None = None,
+                 details_every: float = 2.0) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, float)) or not (
                 math.isfinite(every) and every >= 0):
             raise ConfigError(f"every must be seconds >= 0, got {every!r}")
+        if isinstance(details_every, bool) or not isinstance(details_every, (int, float)) or not (
+                math.isfinite(details_every) and details_every >= 0):
+            raise ConfigError(f"details_every must be seconds >= 0, got {details_every!r}")
         self.path = snapshot_path(store_path, batch)
         self.store_path = os.fspath(store_path)
         self.batch = batch
@@ -137,6 +172,11 @@ class SnapshotWriter:
         self._counts: dict[str, int] | None = None
         self._closed = False
         self._host = socket.gethostname()
+        self._details_fn = details
+        self.details_every = float(details_every)
+        self._details: dict[str, Any] | None = None
+        self._details_cost: float | None = None  # seconds the last refresh took
+        self._details_mono = self.clock.monotonic()  # the last refresh (or the start)
 
     def publish(self, stats: LiveStats, *, counts: dict[str, int] | None = None,
                 force: bool = False) -> bool:
@@ -155,6 +195,7 @@ class SnapshotWriter:
         now = self.clock.monotonic()
         if not force and self._last_mono is not None and now - self._last_mono < self.every:
             return False
+        self._refresh_details(now, final=force, first=stats.ended > 0)
         written = self._write(stats)
         if written:
             self._last_mono = now
@@ -175,7 +216,7 @@ class SnapshotWriter:
         return written
 
     def _document(self, stats: LiveStats) -> dict[str, Any]:
-        return {
+        doc = {
             "format": SNAPSHOT_FORMAT,
             "batch": self.batch,
             "store": str(Path(self.store_path).expanduser().resolve()),
@@ -185,6 +226,36 @@ class SnapshotWriter:
             "stats": stats.to_dict(),
             "counts": self._counts,
         }
+        if self._details_fn is not None:
+            doc["details"] = self._details
+        return doc
+
+    def _refresh_details(self, now: float, *, final: bool, first: bool) -> None:
+        """Recompute the details when due and cheap enough (see the module docstring):
+        at the first publish after rows ended, then every ``details_every`` seconds."""
+        if self._details_fn is None:
+            return
+        since = now - self._details_mono
+        due = final or since >= self.details_every or (first and self._details is None)
+        if not due:
+            return
+        rows = sum((self._counts or {}).values())
+        estimate = (self._details_cost if self._details_cost is not None
+                    else 0.01 + _DETAILS_PER_ROW_S * rows)
+        if estimate > max(_DETAILS_FLOOR_S, _DETAILS_SHARE * since):
+            return
+        began = time.perf_counter()
+        try:
+            details = dict(self._details_fn())
+        except Exception as exc:  # noqa: BLE001 - the run matters more than its details
+            _log.debug("batch %r: live details not refreshed: %s", self.batch, exc)
+            return
+        finally:
+            self._details_cost = time.perf_counter() - began
+            self._details_mono = now
+        details["computed_at"] = self.clock.time()
+        details["compute_s"] = self._details_cost
+        self._details = details
 
     def _mode(self) -> int:
         try:
@@ -321,3 +392,63 @@ def clear_snapshots(store_path: str | os.PathLike[str]) -> int:
     with contextlib.suppress(OSError):  # something else lives there: leave it
         folder.rmdir()
     return removed
+
+
+def clusters_to_dicts(clusters: FailureClusters, *, top: int = TOP_CLUSTERS) -> dict[str, Any]:
+    """The largest ``top`` failure clusters as plain data (no row ids: they can be many).
+
+    Example:
+        >>> from batchkit._clusters import FailureClusters
+        >>> clusters_to_dicts(FailureClusters((), 0, 10))
+        {'failed': 0, 'total': 10, 'count': 0, 'clusters': []}
+    """
+    shown = []
+    for c in list(clusters)[:top]:
+        shown.append({
+            "id": c.id, "step": c.step, "error_type": c.error_type, "template": c.template,
+            "count": c.count, "share": c.share,
+            "first_seen": None if c.first_seen is None else c.first_seen.isoformat(),
+            "last_seen": None if c.last_seen is None else c.last_seen.isoformat(),
+            "example_keys": list(c.example_keys), "example_message": c.example_message,
+            "retried": c.retried,
+            "over_represented": [
+                {"column": o.column, "value": o.value, "rows": o.rows,
+                 "share_in_cluster": o.share_in_cluster, "share_overall": o.share_overall,
+                 "sentence": o.sentence} for o in c.over_represented],
+        })
+    return {"failed": clusters.failed, "total": clusters.total, "count": len(clusters),
+            "clusters": shown}
+
+
+def batch_details(batch: Batch, *, top: int = TOP_CLUSTERS) -> Callable[[], dict[str, Any]]:
+    """A ``details=`` function for ``SnapshotWriter``: ``batch``'s metrics and top clusters.
+
+    It holds the batch weakly (a batch dropped in a notebook still releases its
+    store) and reads it through the batch's own store, from the run's thread.
+    Returns ``{"metrics": Metrics.to_dict(), "clusters": clusters_to_dicts(...)}``.
+    """
+    ref = weakref.ref(batch)
+
+    def details() -> dict[str, Any]:
+        from ._clusters import FailureClusters, cluster_failures
+        from ._metrics import compute_metrics
+
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the batch is gone")
+        store = owner.store
+        info = store.batch_info(owner.name)
+        if info is None:
+            import polars as pl
+
+            empty = compute_metrics(pl.DataFrame(), pl.DataFrame())
+            return {"metrics": empty.to_dict(),
+                    "clusters": clusters_to_dicts(FailureClusters((), 0, 0), top=top)}
+        items = store.read(owner.name, status_columns=True, results=False)
+        attempts = store.attempts(owner.name)
+        metrics = compute_metrics(attempts, items)
+        clusters = (cluster_failures(items, list(info.input_schema), attempts=attempts)
+                    if metrics.counts["failed"] else FailureClusters((), 0, items.height))
+        return {"metrics": metrics.to_dict(), "clusters": clusters_to_dicts(clusters, top=top)}
+
+    return details
