@@ -372,6 +372,8 @@ class ClientPool:
                 loop.create_task(ac.aclose())  # cannot block inside the loop: schedule it
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(ac.aclose(), loop).result(timeout=10)
+            elif current is not None:  # this thread runs another loop (Jupyter): not here
+                run_off_thread(loop, ac.aclose())
             else:
                 loop.run_until_complete(ac.aclose())
 
@@ -408,3 +410,16 @@ class ClientPool:
     def __repr__(self) -> str:
         return (f"ClientPool(scope={self.scope!r}, concurrency={self.factory.concurrency}, "
                 f"open={len(self._clients) + len(self._async)})")
+
+
+def run_off_thread(loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+    """Run ``coro`` to the end on the idle ``loop`` from a helper thread.
+
+    ``loop.run_until_complete`` refuses to run in a thread that already runs an event
+    loop (a Jupyter kernel's main thread), so closing a worker's loop or its clients
+    from there goes through a short-lived thread.
+    """
+    done = threading.Thread(target=loop.run_until_complete, args=(coro,),
+                            name="batchkit-close-loop", daemon=True)
+    done.start()
+    done.join(timeout=10)

@@ -36,6 +36,7 @@ from typing import Any
 import polars as pl
 
 from ._errors import ConfigError
+from ._http import run_off_thread
 from ._policy import classify, redact
 from ._steps import Call, Step, step
 from ._storelog import STEP_RECORD_SCHEMA
@@ -158,10 +159,18 @@ def close_idle_loops() -> None:
     with _ALL_LOOPS_LOCK:
         idle = [lp for lp in _ALL_LOOPS if not lp.is_running()]
         _ALL_LOOPS[:] = [lp for lp in _ALL_LOOPS if lp.is_running()]
+    try:
+        busy = asyncio.get_running_loop()  # this thread runs a loop (Jupyter)
+    except RuntimeError:
+        busy = None
     for loop in idle:
         if not loop.is_closed():
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            if busy is None:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            else:
+                run_off_thread(loop, loop.shutdown_asyncgens())
+            if not loop.is_running():
+                loop.close()
 
 
 class _ChunkRun:

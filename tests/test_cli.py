@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,40 +297,6 @@ def test_export_writes_the_chosen_rows(cli, odd_failed, tmp_path, rows, expected
 
 
 # -- demo ----------------------------------------------------------------------------------
-
-
-def test_demo_runs_exports_and_resumes(cli, tmp_path, monkeypatch):
-    """`demo` enriches ./data/companies.csv, exports, and resumes as a no-op."""
-    (tmp_path / "data").mkdir()
-    shutil.copy(REPO / "data" / "companies.csv", tmp_path / "data" / "companies.csv")
-    monkeypatch.chdir(tmp_path)
-    companies = pl.read_csv("data/companies.csv")
-    usable = companies.filter(pl.col("domain").fill_null("").str.contains(".", literal=True))
-    code, out, err = cli("demo", "--no-progress")
-    assert code == 0, err
-    assert "RunReport 'leads'" in out
-    assert f"{companies.height} new rows added" in out
-    assert "first failures" in out and "Permanent" in out
-    enriched = pl.read_parquet("data/leads_enriched.parquet")
-    assert sorted(enriched["company"].to_list()) == sorted(usable["company"].to_list())
-    assert {"size_band", "region", "score", "email_guess"} <= set(enriched.columns)
-    with bk.Batch("leads", store="data/demo.duckdb") as b:
-        done = b.items().filter(pl.col("_status") == "done")
-        assert done["_attempts"].max() == 2  # some rows failed transiently once, then passed
-        assert b.counts()["failed"] == companies.height - usable.height
-    code, out, err = cli("demo", "--no-progress")
-    assert code == 0, err
-    assert f"0 new rows added ({companies.height} already known)" in out
-    assert "this run  0 rows" in out
-
-
-def test_demo_without_input_names_the_path(cli, tmp_path, monkeypatch):
-    """`demo` outside the repository fails with exit 2 naming the missing file."""
-    monkeypatch.chdir(tmp_path)
-    code, out, err = cli("demo")
-    assert code == 2
-    assert err.startswith("batchkit: error: demo input 'data/companies.csv' not found")
-    assert not (tmp_path / "data").exists()
 
 
 def test_demo_enrich_is_deterministic():
