@@ -13,6 +13,8 @@ the number of requests made (a batch request counted once, on one of its rows).
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Collection, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -21,7 +23,7 @@ import polars as pl
 from ._errors import ConfigError
 from ._plan import StepProfile
 
-__all__ = ["calibrate", "measure_steps"]
+__all__ = ["calibrate", "deduct_waits", "discount_memo", "invocation_log", "measure_steps"]
 
 _PROFILE_FIELDS = tuple(f.name for f in fields(StepProfile) if f.name != "name")
 _LOG_COLUMNS = ("_id", "attempt", "step", "started_at", "duration_s", "outcome", "usd",
@@ -155,3 +157,162 @@ def measure_steps(attempts: pl.DataFrame, *, order: list[str], name: str
 
     names = [row["step"] for row in sorted(first.iter_rows(named=True), key=key)]
     return {s: _measure(steps.filter(pl.col("step") == s)) for s in names}
+
+
+# -- a pipeline's log, made ready for calibration -------------------------------------------
+
+def invocation_log(attempts: pl.DataFrame, *, batched: Collection[str] = ()) -> pl.DataFrame:
+    """The attempt log with ``calls`` counted as invocations of each step's function.
+
+    A step's rate limit and concurrency cap pace *invocations* of its function, and
+    a call's latency is the time of one invocation, so ``batch.plan`` calibrates in
+    invocations: a sync or async step's row invokes the function once per try; a
+    batched step invokes it once per try for all the rows of one request, which
+    share ``started_at`` and ``duration_s`` (the request's time split evenly): the
+    first row of each request gets the request's invocations and its whole
+    duration, the others none. Item rows (``step`` null) and cached rows keep
+    their values.
+
+    Example:
+        >>> import polars as pl
+        >>> from datetime import datetime
+        >>> t = datetime(2026, 1, 1)
+        >>> log = pl.DataFrame({"_id": [1, 2, 3], "attempt": [1, 1, 1], "run_id": ["r"] * 3,
+        ...     "step": ["verify"] * 3, "started_at": [t] * 3, "duration_s": [0.5] * 3,
+        ...     "outcome": ["done"] * 3, "calls": [4, 0, 0], "tries": [1, 1, 1]})
+        >>> out = invocation_log(log, batched={"verify"})
+        >>> out["calls"].to_list(), out["duration_s"].to_list()
+        ([1, 0, 0], [1.5, 0.5, 0.5])
+    """
+    called = (pl.col("step").is_not_null() & (pl.col("outcome") != "cached"))
+    is_batched = pl.col("step").is_in(list(batched))
+    group = ["run_id", "step", "started_at", "duration_s", "attempt"]
+    rank = pl.col("_id").rank("ordinal").over(group)
+    size = pl.len().over(group)
+    tries = pl.col("tries").fill_null(1).cast(pl.Int64)
+    return attempts.with_columns(
+        calls=pl.when(called & is_batched).then(pl.when(rank == 1).then(tries).otherwise(0))
+        .when(called).then(tries).otherwise(pl.col("calls")),
+        duration_s=pl.when(called & is_batched & (rank == 1))
+        .then(pl.col("duration_s") * size).otherwise(pl.col("duration_s")),
+    )
+
+
+def deduct_waits(attempts: pl.DataFrame, limits: Mapping[str, tuple[Any, int | None]]
+                 ) -> pl.DataFrame:
+    """Take the time spent waiting on a step's own limits out of its logged durations.
+
+    A step row's ``duration_s`` runs from before the step waits for a concurrency
+    slot and its rate limiter to the end of the call, so in a run where a limit
+    binds it holds queueing, not only the service's latency. The queue is replayed
+    per run and step from the log (``limits``: step → (``RateLimit`` or None,
+    concurrency cap or None)): invocations in order of ``started_at``; one takes
+    a slot when one is free (a slot is held from admission to the end of the
+    call), then the rate limiter admits it at ``max(arrival, tat - (burst - 1) x
+    T)`` and moves ``tat`` on by ``T = 1 / rate`` (GCRA, as ``Limiter``). The
+    replayed wait is taken off the row's duration. Expects ``invocation_log``'s
+    counting (a batched request's duration on its first row). Retries inside a
+    row are replayed as its first invocation only.
+
+    Example:
+        >>> import polars as pl
+        >>> from datetime import datetime, timedelta
+        >>> from batchkit._ratelimit import RateLimit
+        >>> t = datetime(2026, 1, 1)
+        >>> log = pl.DataFrame({"_id": [1, 2, 3], "attempt": [1] * 3, "run_id": ["r"] * 3,
+        ...     "step": ["s"] * 3, "started_at": [t] * 3, "duration_s": [0.1, 1.1, 2.1],
+        ...     "outcome": ["done"] * 3, "calls": [1, 1, 1], "tries": [1] * 3})
+        >>> deduct_waits(log, {"s": (RateLimit(1, per=1), None)})["duration_s"].round(6).to_list()
+        [0.1, 0.1, 0.1]
+    """
+    limited = {s: v for s, v in limits.items() if v[0] is not None or v[1] is not None}
+    if not limited or attempts.height == 0:
+        return attempts
+    frame = attempts.with_row_index("_row")
+    picked = frame.filter(pl.col("step").is_in(list(limited)) & (pl.col("outcome") != "cached")
+                          & (pl.col("calls") > 0) & pl.col("started_at").is_not_null())
+    waits: dict[int, float] = {}
+    for (_run, name), rows in picked.group_by(["run_id", "step"]):
+        rate, cap = limited[str(name)]
+        starts = (rows["started_at"].dt.epoch("us") / 1e6).to_list()
+        order = sorted(range(rows.height), key=lambda k: starts[k])
+        durations = rows["duration_s"].fill_null(0.0).to_list()
+        ids = rows["_row"].to_list()
+        period = 1.0 / rate.per_second if rate is not None else 0.0
+        tau = (rate.burst - 1) * period if rate is not None else 0.0
+        tat: float | None = None
+        holding: list[float] = []  # ends of the calls holding a concurrency slot
+        for k in order:
+            start, admitted = starts[k], starts[k]
+            if cap is not None:
+                while holding and holding[0] <= admitted:
+                    heapq.heappop(holding)
+                if len(holding) >= cap:
+                    admitted = max(admitted, heapq.heappop(holding))
+            if rate is not None:
+                if tat is not None and tat - tau > admitted:
+                    admitted = tat - tau
+                tat = max(tat if tat is not None else admitted, admitted) + period
+            wait = min(max(0.0, admitted - start), durations[k])
+            if cap is not None:
+                heapq.heappush(holding, start + durations[k])
+            waits[ids[k]] = wait
+    if not waits:
+        return attempts
+    wait_col = pl.DataFrame({"_row": list(waits), "_wait": list(waits.values())},
+                            schema={"_row": pl.UInt32, "_wait": pl.Float64})
+    return (frame.join(wait_col, on="_row", how="left")
+            .with_columns(duration_s=pl.col("duration_s") - pl.col("_wait").fill_null(0.0))
+            .sort("_row").drop("_row", "_wait"))
+
+
+def discount_memo(attempts: pl.DataFrame, misses: Mapping[str, int], *,
+                  calls: str = "calls") -> pl.DataFrame:
+    """Count a step's ``ctx.memo`` work once, not per item: scale its memo rows down.
+
+    A memo value is computed once per key and then reused, so a sample (which
+    meets most keys for the first time) does far more of that work per item
+    than the full run. ``misses`` says how many values each step's memo
+    computed in the logged runs; that many of the step's rows with more calls
+    per try than its median (the rows that computed one) get their duration,
+    cost and tokens scaled to the median calls. A step that counts no calls of
+    its own shows no such rows and is left as it is. ``calls`` names the column
+    with the logged calls (``invocation_log`` replaces ``calls``: keep a copy);
+    apply it after ``deduct_waits``, which works on whole durations.
+
+    Example:
+        >>> import polars as pl
+        >>> log = pl.DataFrame({"_id": [1, 2, 3], "step": ["s"] * 3, "outcome": ["done"] * 3,
+        ...     "calls": [2, 1, 1], "tries": [1, 1, 1], "duration_s": [0.6, 0.3, 0.3],
+        ...     "usd": [0.02, 0.01, 0.01], "tokens": [0, 0, 0]})
+        >>> discount_memo(log, {"s": 1})["usd"].to_list()
+        [0.01, 0.01, 0.01]
+    """
+    wanted = {s: n for s, n in misses.items() if n > 0}
+    if not wanted or attempts.height == 0:
+        return attempts
+    frame = attempts.with_row_index("_row")
+    scale: dict[int, float] = {}
+    for name, n in wanted.items():
+        rows = frame.filter((pl.col("step") == name) & (pl.col("outcome") != "cached")
+                            & (pl.col(calls) > 0))
+        if rows.height == 0:
+            continue
+        per_try = rows[calls].cast(pl.Float64) / rows["tries"].fill_null(1).cast(pl.Float64)
+        found = per_try.median()
+        if not isinstance(found, (int, float)):
+            continue
+        median = float(found)
+        extra = (rows.with_columns(_per_try=per_try).filter(pl.col("_per_try") > median)
+                 .sort("_per_try", descending=True).head(n))
+        for row, value in zip(extra["_row"].to_list(), extra["_per_try"].to_list()):
+            scale[row] = median / value
+    if not scale:
+        return attempts
+    factor = pl.DataFrame({"_row": list(scale), "_scale": list(scale.values())},
+                          schema={"_row": pl.UInt32, "_scale": pl.Float64})
+    f = pl.col("_scale").fill_null(1.0)
+    return (frame.join(factor, on="_row", how="left")
+            .with_columns(duration_s=pl.col("duration_s") * f, usd=pl.col("usd") * f,
+                          tokens=(pl.col("tokens") * f).round().cast(attempts.schema["tokens"]))
+            .sort("_row").drop("_row", "_scale"))

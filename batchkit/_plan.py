@@ -20,7 +20,11 @@ pipeline*:
   chunk, so a chunk makes ``ceil(C * units_s / batch_size_s)`` requests: per item
   ``ceil(C * units_s / batch_size_s) / C * (1 + retry_rate_s)``. Without one,
   batches are taken as full. A batch that fails transiently retries as a batch.
-* ``work_s = requests_s * latency_s``: seconds of one worker's time.
+* ``work_s = requests_s * latency_s``: seconds of one worker's time (``work``
+  per request instead of ``latency`` when the profile states it: calibration
+  does, for steps a worker spends more or less time on than one call's latency,
+  such as async steps running a chunk's rows together, or waits on a shared
+  limit).
 
 Throughput (items/s entering the pipeline) is the smallest of
 
@@ -46,7 +50,8 @@ against it when a late finish is expensive.
 without cache or retries; the projection charges
 ``volume * sum(reach_s * cost_s * (1 - cache_hit_rate_s) * (1 + retry_rate_s))``
 (cache hits are free, each retry pays again; batching does not change the price
-per item). Tokens are counted the same way.
+per item), plus ``cost_per_request`` for every request made (a batched request
+counts once, so batching does change that part). Tokens are counted like ``cost``.
 
 Example:
     >>> proj = project([StepProfile("search", calls=2, latency=0.5, cost=0.01,
@@ -166,6 +171,12 @@ class StepProfile:
         failure_rate: share of items reaching the step that fail in it, 0..1.
         latency_p95: seconds per call, p95 (None: same as ``latency``).
         tokens: tokens per item at ``calls``.
+        cost_per_request: USD per request made, on top of ``cost`` (a batched
+            request is priced once whatever it carries).
+        work: seconds of a worker's time per request when it is not ``latency``
+            (None: ``latency``); ``work_p95`` likewise at p95 (None: ``work``
+            scaled like ``latency_p95``). Calls stay in flight for ``latency``
+            (concurrency caps count that).
 
     Example:
         >>> StepProfile("search", calls=5, latency=0.6, cost=0.05, rate_limit="100/min").rate
@@ -184,6 +195,9 @@ class StepProfile:
     failure_rate: float = 0.0
     latency_p95: float | None = None
     tokens: float = 0.0
+    cost_per_request: float = 0.0
+    work: float | None = None
+    work_p95: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -192,6 +206,7 @@ class StepProfile:
         for attr, high, meaning in (
             ("calls", None, "calls per item"), ("latency", None, "seconds per call"),
             ("cost", None, "USD per item"), ("tokens", None, "tokens per item"),
+            ("cost_per_request", None, "USD per request"),
             ("retry_rate", None, "extra tries per item"),
             ("cache_hit_rate", 1.0, "a share of items, 0 to 1"),
             ("failure_rate", 1.0, "a share of items, 0 to 1"),
@@ -205,6 +220,13 @@ class StepProfile:
                 not _is_number(self.latency_p95) or self.latency_p95 < self.latency):
             raise ConfigError(f"{where}: latency_p95 must be seconds >= latency "
                               f"({self.latency!r}) or None, got {self.latency_p95!r}")
+        for attr in ("work", "work_p95"):
+            value = getattr(self, attr)
+            if value is not None and (not _is_number(value) or value < 0):
+                raise ConfigError(f"{where}: {attr} must be seconds >= 0 or None, got {value!r}")
+        if self.work is not None and self.work_p95 is not None and self.work_p95 < self.work:
+            raise ConfigError(f"{where}: work_p95 must be >= work ({self.work!r}), "
+                              f"got {self.work_p95!r}")
         for attr in ("concurrency", "batch_size"):
             if getattr(self, attr) is not None:
                 _whole(f"{where}: {attr}", getattr(self, attr), hint=" or None")
@@ -225,6 +247,16 @@ class StepProfile:
     def p95(self) -> float:
         """Seconds per call at p95 (``latency`` when unknown)."""
         return self.latency if self.latency_p95 is None else self.latency_p95
+
+    @property
+    def worker_seconds(self) -> tuple[float, float]:
+        """A worker's seconds per request at p50 and at p95 (``work``, else ``latency``)."""
+        if self.work is None:
+            return self.latency, self.p95
+        if self.work_p95 is not None:
+            return self.work, self.work_p95
+        scale = self.p95 / self.latency if self.latency > 0 else 1.0
+        return self.work, self.work * scale
 
 
 @dataclass(frozen=True)
@@ -302,6 +334,8 @@ class _Fig:
     requests: float   # requests made, retries and batching included
     work: float       # worker seconds at p50 latency
     work_p95: float
+    busy: float       # seconds in flight (requests x latency): what concurrency caps count
+    busy_p95: float
     cost: float
     tokens: float
 
@@ -316,8 +350,10 @@ def _figures(steps: Sequence[StepProfile], chunk_size: int | None) -> list[_Fig]
                         if chunk_size else units / p.batch_size)
         requests *= 1.0 + p.retry_rate
         paid = reach * (1.0 - p.cache_hit_rate) * (1.0 + p.retry_rate)
-        out.append(_Fig(p, reach, units, requests, requests * p.latency, requests * p.p95,
-                        p.cost * paid, p.tokens * paid))
+        work, work_p95 = p.worker_seconds
+        out.append(_Fig(p, reach, units, requests, requests * work, requests * work_p95,
+                        requests * p.latency, requests * p.p95,
+                        p.cost * paid + requests * p.cost_per_request, p.tokens * paid))
         reach *= 1.0 - p.failure_rate
     return out
 
@@ -335,7 +371,7 @@ def _bounds(figs: Sequence[_Fig], workers: int, *, p95: bool = False) -> list[Bo
             out.append(Bottleneck(p.name, "rate_limit", per_min,
                                   f"{p.name}: {num(rate.calls)} calls/{rate_unit(rate)} ÷ "
                                   f"{num(f.requests)} calls/item = {num(per_min)} items/min"))
-        seconds = f.work_p95 if p95 else f.work
+        seconds = f.busy_p95 if p95 else f.busy
         if p.concurrency is not None and seconds > 0:
             per_min = 60.0 * p.concurrency / seconds
             latency = p.p95 if p95 else p.latency
@@ -397,6 +433,17 @@ class Projection:
         self.expected_failed = volume - self.expected_done
         self.meets_deadline = None if deadline is None else self.seconds <= deadline + _EPS
         self.meets_budget = None if budget is None else self.cost <= budget + _EPS
+        # set by batch.plan: what the profiles were measured from, and the run's settings
+        self.sample: Any = None  # a batchkit._batchplan.Sample
+        self.name: str | None = None
+        self.retry: RetryPolicy | None = None
+        self.on_error: str | None = None
+
+    def _carry(self, other: Projection) -> Projection:
+        """``other`` with this projection's sample and run settings (for what-ifs)."""
+        other.sample, other.name = self.sample, self.name
+        other.retry, other.on_error = self.retry, self.on_error
+        return other
 
     @property
     def work_per_item(self) -> float:
@@ -440,11 +487,11 @@ class Projection:
             >>> proj.at(workers=2).seconds
             30.0
         """
-        return Projection(
+        return self._carry(Projection(
             self.steps,
             volume=self.volume if volume is None else _whole("volume", volume),
             workers=self.workers if workers is None else _whole("workers", workers),
-            deadline=self.deadline, budget=self.budget, chunk_size=self.chunk_size)
+            deadline=self.deadline, budget=self.budget, chunk_size=self.chunk_size))
 
     @property
     def saturation_workers(self) -> int | None:
@@ -571,18 +618,21 @@ class Projection:
                               f"got {headroom!r}")
         return recommend(self, max_workers=max_workers, headroom=headroom)
 
-    def report(self, *, name: str = "batch", retry: RetryPolicy | int | None = None,
-               on_error: str = "skip", volumes: Iterable[int] | None = None) -> str:
+    def report(self, *, name: str | None = None, retry: RetryPolicy | int | None = None,
+               on_error: str | None = None, volumes: Iterable[int] | None = None) -> str:
         """The architecture write-up in Markdown, filled with this plan's figures.
 
         Sections: workflow analysis, chunking and parallelism, state and resume,
-        reliability, observability, projections and scaling.
+        reliability, observability, projections and scaling. A plan made by
+        ``batch.plan`` also says what it was measured from (the sample run).
 
         Args:
-            name: the batch name (names the store tables).
-            retry: the retry policy the run will use (default ``RetryPolicy()``;
-                a number is a retry count).
-            on_error: ``"skip"`` (dead-letter and go on) or ``"halt"``.
+            name: the batch name (names the store tables; default: the plan's batch,
+                else ``"batch"``).
+            retry: the retry policy the run will use (default: the plan's, else
+                ``RetryPolicy()``; a number is a retry count).
+            on_error: ``"skip"`` (dead-letter and go on) or ``"halt"`` (default: the
+                plan's failure tolerance, else ``"skip"``).
             volumes: volumes of the scaling table (default 1x, 2x, 5x, 10x the volume).
 
         Example:
@@ -594,12 +644,14 @@ class Projection:
             retry = RetryPolicy(retries=retry)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigError(f"retry must be a RetryPolicy, a retry count or None, got {retry!r}")
+        on_error = on_error if on_error is not None else (self.on_error or "skip")
         if on_error not in ("skip", "halt"):
             raise ConfigError(f"on_error must be 'skip' or 'halt', got {on_error!r}")
         vols = ([self.volume * k for k in (1, 2, 5, 10)] if volumes is None
                 else [_whole("volume", v) for v in volumes])
-        return render_report(self, name=name, retry=retry or RetryPolicy(),
-                             on_error=on_error, volumes=vols)
+        return render_report(self, name=name or self.name or "batch",
+                             retry=retry or self.retry or RetryPolicy(), on_error=on_error,
+                             volumes=vols)
 
     def __str__(self) -> str:
         return plain_text(self)

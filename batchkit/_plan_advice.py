@@ -175,12 +175,12 @@ def _concurrency(plan: Projection) -> tuple[dict[str, int], list[str]]:
         p = f.profile
         if p.concurrency is not None:
             caps[p.name] = p.concurrency
-            allows = 60.0 * p.concurrency / f.work if f.work > 0 else math.inf
+            allows = 60.0 * p.concurrency / f.busy if f.busy > 0 else math.inf
             binds = plan.bottleneck.kind == "concurrency" and plan.bottleneck.step == p.name
             reasons.append(f"{p.name}: your concurrency cap {p.concurrency} allows "
                            f"{num(allows)} items/min" + (" and binds" if binds else ""))
             continue
-        inflight = per_s * f.work_p95 if math.isfinite(per_s) else 0.0
+        inflight = per_s * f.busy_p95 if math.isfinite(per_s) else 0.0
         caps[p.name] = max(1, min(plan.workers, math.ceil(inflight - _EPS)))
         auto.append(f"{p.name} {caps[p.name]} (≈{num(inflight)} in flight)")
     if auto:
@@ -209,7 +209,7 @@ def _actions(plan: Projection, max_workers: int) -> list[str]:
                            f" → {tier}/{rate_unit(rate)}")
             elif b.kind == "concurrency":
                 out.append(f"needs concurrency on {b.step}: {f.profile.concurrency} → "
-                           f"{math.ceil(need * f.work - _EPS)}")
+                           f"{math.ceil(need * f.busy - _EPS)}")
         needed = math.ceil(need * plan.work_per_item - _EPS)
         if needed > plan.workers:
             note = f" (more than max_workers={max_workers})" if needed > max_workers else ""
@@ -241,8 +241,9 @@ def recommend(proj: Projection, *, max_workers: int, headroom: float) -> Recomme
     first = workers
     while True:
         chunk, why_chunk = _chunk(proj, workers)
-        plan = Projection(proj.steps, volume=proj.volume, workers=workers,
-                          deadline=proj.deadline, budget=proj.budget, chunk_size=chunk)
+        plan = proj._carry(Projection(proj.steps, volume=proj.volume, workers=workers,
+                                      deadline=proj.deadline, budget=proj.budget,
+                                      chunk_size=chunk))
         more_helps = plan._limit().items_per_min > plan.items_per_min * (1 + 1e-9)
         if (target is None or plan.seconds <= target + _EPS or not more_helps
                 or workers >= min(max_workers, proj.volume)):

@@ -120,7 +120,9 @@ def _verdicts(proj: Projection) -> tuple[str, str]:
 def _summary(proj: Projection) -> list[tuple[str, str]]:
     time, cost = _verdicts(proj)
     chunk = str(proj.chunk_size) if proj.chunk_size else "automatic (full request batches)"
+    basis = [("measured", proj.sample.describe())] if proj.sample is not None else []
     return [
+        *basis,
         ("items", f"{proj.volume:,}"), ("workers", str(proj.workers)), ("chunk size", chunk),
         ("time", f"{seconds_text(proj.seconds)} (p95: {seconds_text(proj.seconds_p95)}){time}"),
         ("cost", f"{usd(proj.cost)} ({usd(proj.cost_per_item)}/item){cost}"),
@@ -401,6 +403,20 @@ def _projections(proj: Projection, rec: Any, volumes: Sequence[int]) -> list[str
     return out
 
 
+def _basis(proj: Projection) -> list[str]:
+    """What a ``batch.plan`` was measured from, and what is left to run after its sample."""
+    sample = proj.sample
+    if sample is None:
+        return []
+    text = f"**Measured**: {sample.describe()}."
+    rest = sample.remaining
+    if sample.items and rest > 0 and math.isfinite(proj.items_per_min):
+        left = proj.at(volume=rest)
+        text += (f" The {rest:,} pending items take {seconds_text(left.seconds)} for "
+                 f"{usd(left.cost)} with {plural(proj.workers, 'worker')}.")
+    return [text, ""]
+
+
 def render_report(proj: Projection, *, name: str, retry: RetryPolicy, on_error: str,
                   volumes: Sequence[int]) -> str:
     """The architecture write-up in Markdown (see ``Projection.report``)."""
@@ -418,6 +434,7 @@ def render_report(proj: Projection, *, name: str, retry: RetryPolicy, on_error: 
              f"Bottleneck: {proj.bottleneck.why}.", "",
              f"**Recommended**: {plural(rec.workers, 'worker')}, chunks of {rec.chunk_size}: "
              f"{seconds_text(rec.seconds)}, {usd(rec.cost)}.", ""]
+    lines += _basis(proj)
     lines += [f"- {a}" for a in rec.actions]
     if rec.actions:
         lines.append("")
