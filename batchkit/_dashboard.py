@@ -16,7 +16,10 @@ from typing import Any
 
 from ._live import LiveStats
 
-__all__ = ["Dashboard"]
+__all__ = ["CSS_CLASS", "Dashboard"]
+
+#: the CSS class of the dashboard's outer box in the notebook's page
+CSS_CLASS = "batchkit-dashboard"
 
 #: bar style per run state: green when completed, red on a crash or a halt,
 #: orange when stopped on purpose (Ctrl-C, ``stop()``, the budget) with rows left.
@@ -51,7 +54,8 @@ class Dashboard:
     Attributes:
         bar: the ``ipywidgets.IntProgress`` (``value``, ``max``, ``bar_style``).
         html: the ``ipywidgets.HTML`` panel of figures and alerts.
-        widget: the ``ipywidgets.VBox`` holding both (what a notebook displays).
+        widget: the ``ipywidgets.VBox`` holding both (what a notebook displays); it has
+            the CSS class ``batchkit-dashboard``.
 
     Example:
         >>> from batchkit._live import LiveStats
@@ -79,6 +83,7 @@ class Dashboard:
                                        description=batch, layout=widgets.Layout(width="100%"))
         self.html = widgets.HTML(value=_panel(None))
         self.widget = widgets.VBox([self.bar, self.html])
+        self.widget.add_class(CSS_CLASS)  # a stable hook for styling and browser checks
         if display and _in_kernel():
             self.display()
 
