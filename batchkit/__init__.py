@@ -21,6 +21,7 @@ from importlib.metadata import version as _version
 from ._alerts import Alert, Thresholds
 from ._batch import DEFAULT_STORE, Batch
 from ._clock import Clock, SystemClock
+from ._clusters import FailureClusters
 from ._errors import (
     BatchkitError,
     ConfigError,
@@ -34,10 +35,12 @@ from ._errors import (
 )
 from ._executors import BACKENDS
 from ._handle import RunHandle
+from ._metrics import Metrics
 from ._pipeline import Pipeline, pipeline
-from ._plan import StepProfile, project
+from ._plan import Projection, StepProfile, project
 from ._policy import RetryPolicy, classify, redact
 from ._ratelimit import Limiter, RateLimit
+from ._readonly import BatchStatus, ReadOnlyBatch
 from ._report import RunReport
 from ._steps import Step, StepContext, step
 from ._store import STATUS_COLUMNS, STATUSES
@@ -55,15 +58,20 @@ __all__ = [
     "STATUS_COLUMNS",
     "Alert",
     "Batch",
+    "BatchStatus",
     "BatchkitError",
     "Clock",
     "ConfigError",
+    "FailureClusters",
     "ItemContext",
     "ItemTimeout",
     "Limiter",
+    "Metrics",
     "Permanent",
     "Pipeline",
+    "Projection",
     "RateLimit",
+    "ReadOnlyBatch",
     "RetryPolicy",
     "RunHandle",
     "RunReport",

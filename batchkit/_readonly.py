@@ -189,6 +189,15 @@ class BatchStatus:
             few; None: all are in ``clusters``).
 
     ``str()`` renders it for a terminal; ``to_dict()`` gives plain JSON-able data.
+
+    Example:
+        >>> import polars as pl, batchkit as bk, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "st.duckdb")
+        >>> with bk.Batch("st", store=path) as b:
+        ...     _ = b.add(pl.DataFrame({"x": [1, 2]}), key="x")
+        >>> status = bk.Batch("st", store=path, read_only=True).status()
+        >>> status.source, status.counts["pending"], status.to_dict()["batch"]
+        ('database', 2, 'st')
     """
 
     store: str
