@@ -12,26 +12,11 @@ import sys
 import time
 from typing import Any
 
+from pipefns import append_line, read_lines  # noqa: F401 - tests use daskfns.read_lines
+
 import batchkit as bk
 from batchkit._worker import process_share
 from batchkit.testing import Flaky, Poison
-
-
-def append_line(path: str, line: str) -> None:
-    """Append one line to a side file in a single O_APPEND write (safe across processes)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def read_lines(path: str) -> list[str]:
-    """The lines of a side file (none if it does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
 
 
 def square(row: dict[str, Any]) -> dict[str, Any]:
