@@ -215,6 +215,21 @@ def digest(data: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _bounded(coro: Any, timeout: float) -> Any:
+    """Await ``coro`` for at most ``timeout`` seconds (``asyncio.TimeoutError`` after).
+
+    ``asyncio.timeout`` (3.11+) cancels the coroutine in place; ``asyncio.wait_for`` on
+    3.11 wraps it in a task of its own, ~10 us more CPU per call at hundreds in flight.
+    """
+    if _TIMEOUT is None:  # pragma: no cover - Python 3.10
+        return await asyncio.wait_for(coro, timeout)
+    async with _TIMEOUT(timeout):
+        return await coro
+
+
 def _as_output(name: str, out: Any) -> dict[str, Any]:
     if out is None:
         return {}
@@ -420,7 +435,7 @@ class Step:
                     ctx._invocations += 1
                     coro = self.fn(row, ctx) if self._wants_ctx else self.fn(row)
                     try:
-                        out = await (asyncio.wait_for(coro, timeout) if timeout else coro)
+                        out = await (_bounded(coro, timeout) if timeout else coro)
                     except asyncio.TimeoutError:
                         raise ItemTimeout(f"step {self.name!r} took longer than "
                                           f"timeout={timeout:g}s") from None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import pickle
+import socket
 import threading
+from typing import Any
 
 import httpfns
 import httpx
@@ -17,6 +20,7 @@ from batchkit._http import (
     USER_AGENT,
     ClientFactory,
     ClientPool,
+    async_client_class,
     make_async_client,
     make_client,
 )
@@ -134,6 +138,85 @@ def test_async_client_defaults_and_concurrency():
         st = s.stats()
     assert st["/search"]["max_in_flight"] == 8
     assert st["connections"] == 8
+
+
+# -- the async client class (the fast-http extra) -------------------------------------------------
+
+FAST_HTTP = importlib.util.find_spec("httpx_aiohttp") is not None
+
+
+def test_async_clients_are_aiohttp_backed_exactly_when_fast_http_is_installed():
+    """Without async_factory, async clients are httpx_aiohttp's HttpxAiohttpClient when it
+    is importable, else httpx.AsyncClient: an httpx.AsyncClient either way."""
+    cls = async_client_class()
+    assert issubclass(cls, httpx.AsyncClient)
+    assert (cls.__name__ == "HttpxAiohttpClient") is FAST_HTTP
+    assert (cls is httpx.AsyncClient) is not FAST_HTTP
+    client = ClientFactory(concurrency=3).async_client()
+    assert type(client) is cls
+    asyncio.run(client.aclose())
+    assert client.is_closed
+
+
+def test_http2_or_an_own_transport_keeps_the_plain_httpx_async_client():
+    """http2=True (aiohttp speaks HTTP/1.1 only) or a transport of one's own gives a plain
+    httpx.AsyncClient that uses that transport."""
+    assert async_client_class({"http2": True}) is httpx.AsyncClient
+    seen, transport = _capture()
+
+    async def main() -> int:
+        async with make_async_client(transport=transport) as c:
+            assert type(c) is httpx.AsyncClient
+            return (await c.get("http://api.test/x")).status_code
+
+    assert asyncio.run(main()) == 200
+    assert seen[0].headers["user-agent"] == USER_AGENT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_default_async_client_keeps_httpx_semantics_on_a_real_server():
+    """Whichever class: headers, base URL and params reach the server, status errors are
+    httpx.HTTPStatusError (429 transient with Retry-After), a read timeout is
+    httpx.TimeoutException and a refused connection an httpx.TransportError, both
+    transient."""
+    async def main(url: str, slow_url: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with make_async_client(base_url=url, headers={"X-Api-Key": SECRET}) as c:
+            ok = await c.get("/search", params={"q": "Acme Corp"})
+            assert ok.json()["domain"] == domain_of("Acme Corp")
+            out["ok"] = ok.status_code
+            limited = await c.get("/search", params={"q": "again"})
+            try:
+                limited.raise_for_status()
+            except httpx.HTTPStatusError as exc:
+                out["429"] = exc
+        async with make_async_client(base_url=slow_url, timeout=0.1) as c:
+            try:
+                await c.get("/search", params={"q": "slow"})
+            except httpx.TimeoutException as exc:
+                out["timeout"] = exc
+        async with make_async_client(timeout=2) as c:
+            try:
+                await c.get(f"http://127.0.0.1:{_free_port()}/health")
+            except httpx.TransportError as exc:
+                out["refused"] = exc
+        return out
+
+    with SimService(api_key=SECRET, rate_limit="1/min", server="asyncio") as s, \
+            SimService(latency=0.5, server="asyncio") as slow:
+        out = asyncio.run(main(s.url, slow.url))
+        assert s.stats()["/search"]["401"] == 0  # the API key header got through
+    assert out["ok"] == 200
+    assert set(out) == {"ok", "429", "timeout", "refused"}
+    info = bk.classify(out["429"])
+    assert info.transient and 1 <= (info.retry_after or 0) <= 60
+    assert bk.classify(out["timeout"]).transient
+    assert bk.classify(out["refused"]).transient
 
 
 # -- factory override --------------------------------------------------------------------------

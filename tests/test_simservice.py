@@ -15,6 +15,7 @@ import pytest
 import batchkit as bk
 from batchkit._simservice import (
     ENDPOINTS,
+    SERVERS,
     contacts_result,
     domain_of,
     extract_result,
@@ -27,10 +28,10 @@ from batchkit.testing import SimService
 SECRET = "sk-live-SECRET-0123456789"
 
 
-@pytest.fixture
-def svc():
-    """A plain SimService (no latency, no limits), closed at teardown."""
-    with SimService() as s:
+@pytest.fixture(params=SERVERS)
+def svc(request):
+    """A plain SimService (no latency, no limits) of each server kind, closed at teardown."""
+    with SimService(server=request.param) as s:
         yield s
 
 
@@ -60,9 +61,10 @@ def test_two_services_get_different_ports():
         assert httpx.get(b.url + "/health").json() == {"ok": True}
 
 
-def test_close_is_idempotent_and_stops_serving():
+@pytest.mark.parametrize("server", SERVERS)
+def test_close_is_idempotent_and_stops_serving(server):
     """close() twice is fine; afterwards the port refuses connections."""
-    s = SimService()
+    s = SimService(server=server)
     url = s.url
     assert httpx.get(url + "/health").status_code == 200
     s.close()
@@ -72,9 +74,10 @@ def test_close_is_idempotent_and_stops_serving():
     assert "closed" in repr(s)
 
 
-def test_close_drops_kept_alive_connections():
+@pytest.mark.parametrize("server", SERVERS)
+def test_close_drops_kept_alive_connections(server):
     """close() does not wait for idle keep-alive clients: their next request fails."""
-    s = SimService()
+    s = SimService(server=server)
     with httpx.Client(base_url=s.url, timeout=2) as c:
         assert c.get("/health").status_code == 200  # the connection stays open
         s.close()
@@ -92,14 +95,15 @@ def test_keep_alive_reuses_one_connection(svc, client):
 def test_accepted_sockets_have_nagle_disabled(svc, client):
     """Accepted connections set TCP_NODELAY (else kept-alive answers wait ~40 ms)."""
     client.get("/health")
-    socks = list(svc._server._open)
+    socks = svc._server.open_sockets()
     assert socks
     assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
 
 
-def test_latency_delays_answers():
+@pytest.mark.parametrize("server", SERVERS)
+def test_latency_delays_answers(server):
     """Every counted answer takes at least the configured latency."""
-    with SimService(latency=0.05) as s, httpx.Client(base_url=s.url) as c:
+    with SimService(latency=0.05, server=server) as s, httpx.Client(base_url=s.url) as c:
         t0 = time.perf_counter()
         c.get("/search", params={"q": "Acme"})
         assert time.perf_counter() - t0 >= 0.05
@@ -406,9 +410,10 @@ def test_api_key_required_when_set():
 # -- stats ----------------------------------------------------------------------------------
 
 
-def test_stats_count_max_in_flight():
+@pytest.mark.parametrize("server", SERVERS)
+def test_stats_count_max_in_flight(server):
     """max_in_flight is the most requests an endpoint was answering at once."""
-    with SimService(latency=0.3) as s, httpx.Client(base_url=s.url) as c:
+    with SimService(latency=0.3, server=server) as s, httpx.Client(base_url=s.url) as c:
         barrier = threading.Barrier(8)
 
         def call(i: int) -> None:
@@ -485,7 +490,8 @@ def test_parse_rate_rejects_bad_values(bad):
 @pytest.mark.parametrize(
     "kwargs",
     [{"latency": -1}, {"latency": (0.2, 0.1)}, {"latency": "fast"}, {"transient_share": 1.5},
-     {"rate_limit": {"/nope": "1/s"}}, {"batch_max": 0}, {"rate_limit": "lots"}],
+     {"rate_limit": {"/nope": "1/s"}}, {"batch_max": 0}, {"rate_limit": "lots"},
+     {"server": "twisted"}],
 )
 def test_bad_settings_fail_before_serving(kwargs):
     """Invalid settings raise ConfigError (a ValueError) when the service is made."""
@@ -493,10 +499,11 @@ def test_bad_settings_fail_before_serving(kwargs):
         SimService(**kwargs)
 
 
-def test_runs_as_its_own_process():
+@pytest.mark.parametrize("server", SERVERS)
+def test_runs_as_its_own_process(server):
     """`python -m batchkit._simservice` prints its URL and serves until terminated."""
-    proc = subprocess.Popen([sys.executable, "-m", "batchkit._simservice", "--latency", "0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "batchkit._simservice", "--latency", "0",
+                             "--server", server], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -509,3 +516,134 @@ def test_runs_as_its_own_process():
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# -- the asyncio server ------------------------------------------------------------------------
+
+
+def _exchange(s: SimService) -> list[tuple[int, object, str | None]]:
+    """The same requests, good and bad, on every endpoint: (status, JSON body, Retry-After)."""
+    key = {"X-Api-Key": "k-1"}
+    emails = [p["email"] for p in contacts_result("acme.example")["contacts"]]
+    with httpx.Client(base_url=s.url, headers=key, timeout=10) as c:
+        responses = [c.get("/search", params={"q": f"c{i}"}) for i in range(6)]
+        responses += [
+            c.get("/search", params={"q": "Nope"}),
+            c.get("/search"),
+            c.post("/extract", json={"text": "Initech is a fintech company."}),
+            c.post("/extract", content=b"{not json"),
+            c.get("/contacts", params={"domain": "acme.example"}),
+            c.get("/contacts", params={"domain": "acme.com"}),
+            c.post("/verify", json={"emails": emails}),
+            c.post("/verify", json={"emails": emails * 3}),
+            c.post("/search", json={}),
+            c.get("/search", params={"q": "a"}, headers={"X-Api-Key": "wrong"}),
+            c.get("/nowhere"),
+            c.get("/health"),
+        ]
+    return [(r.status_code, r.json(), r.headers.get("retry-after")) for r in responses]
+
+
+def test_asyncio_server_answers_like_the_threaded_one():
+    """Both servers give the same statuses, bodies, Retry-After and counters for the same
+    requests (limits, transient failures, 404/400/405/401/413 included)."""
+    settings = {"rate_limit": {"/search": "4/min"}, "transient_share": {"/extract": 0.5},
+                "known": lambda q: q != "Nope", "batch_max": 5, "api_key": "k-1", "seed": 3}
+    answers, stats = {}, {}
+    for server in SERVERS:
+        with SimService(server=server, **settings) as s:
+            answers[server] = _exchange(s)
+            stats[server] = {e: s.stats()[e] for e in ENDPOINTS}
+    assert answers["asyncio"] == answers["threads"]
+    assert stats["asyncio"] == stats["threads"]
+    statuses = {status for status, _, _ in answers["asyncio"]}
+    assert {200, 400, 401, 404, 405, 413, 429} <= statuses
+
+
+def test_asyncio_server_holds_many_calls_in_flight_on_one_thread():
+    """50 slow calls at once are all in flight together, without a thread per call."""
+    with SimService(latency=0.3, server="asyncio") as s, \
+            httpx.Client(base_url=s.url, limits=httpx.Limits(max_connections=50)) as c:
+        barrier = threading.Barrier(51)
+        peak = []
+
+        def call(i: int) -> None:
+            barrier.wait()
+            assert c.get("/search", params={"q": str(i)}).status_code == 200
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        before = threading.active_count()
+        barrier.wait()
+        time.sleep(0.15)  # real time is the behaviour here: the calls are being answered
+        peak.append(threading.active_count())
+        for t in threads:
+            t.join()
+        st = s.stats()
+    assert st["/search"]["max_in_flight"] == 50
+    assert st["/search"]["ok"] == 50
+    assert peak[0] <= before  # the server made no thread for them
+
+
+def _raw(port: int, data: bytes, *, until_closed: bool = False) -> bytes:
+    """Send raw bytes, read what comes back (until the server closes, or a short pause)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        if not until_closed:
+            sock.settimeout(0.5)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_asyncio_server_answers_pipelined_requests_in_order():
+    """Requests sent back to back on one connection are answered in the order sent."""
+    with SimService(latency={"/search": 0.05}, server="asyncio") as s:
+        reqs = b"".join(f"GET /search?q=c{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                        for i in range(3))
+        reqs += b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        out = _raw(s.port, reqs, until_closed=True)
+    bodies = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])
+              for part in out.split(b"HTTP/1.1 200 OK")[1:]]
+    assert [b.get("company") for b in bodies[:3]] == ["c0", "c1", "c2"]
+    assert bodies[3] == {"ok": True}
+    assert b"Connection: close" in out
+
+
+def test_asyncio_server_closes_when_asked_and_for_http_1_0():
+    """`Connection: close` and HTTP/1.0 (without keep-alive) get one answer, then EOF."""
+    with SimService(server="asyncio") as s:
+        for req in (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET /health HTTP/1.0\r\n\r\n"):
+            out = _raw(s.port, req, until_closed=True)
+            assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b'{"ok": true}')
+        kept = _raw(s.port, b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert b"Connection: close" not in kept
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [(b"NONSENSE\r\n\r\n", 400),
+     (b"POST /extract HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+     (b"GET /search HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+     (b"GET /search HTTP/1.1\r\nX: " + b"a" * 70_000, 431)],
+)
+def test_asyncio_server_refuses_malformed_requests_and_closes(request_bytes, status):
+    """A request it cannot parse gets a JSON error with a clear status, then EOF."""
+    with SimService(server="asyncio") as s:
+        out = _raw(s.port, request_bytes, until_closed=True)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode())
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["status"] == status
+
+
+def test_asyncio_server_answers_other_methods_501_and_keeps_serving():
+    """PUT gets 501 (as from the stdlib server) and the connection serves the next call."""
+    with SimService(server="asyncio") as s, httpx.Client(base_url=s.url) as c:
+        assert c.put("/search", content=b"x").status_code == 501
+        assert c.get("/health").json() == {"ok": True}
+        assert s.stats()["connections"] == 1
