@@ -1,8 +1,11 @@
 """``batch.plan``: run a measured sample of a batch, calibrate step profiles, project the rest.
 
 The data flow: pending items → a sample run (a normal ``batch.run`` over a few
-of them, whose results are kept) → its attempt log → invocations counted and
-limiter waits taken out (``_calibrate.invocation_log`` / ``deduct_waits``) →
+of them, spread over the batch; their results are kept) → its attempt log →
+invocations counted, limiter waits replayed and taken out, ``ctx.memo`` work
+counted once (``_calibrate.invocation_log`` / ``deduct_waits`` /
+``discount_memo``) → retry rates pooled over the steps that call services
+(``pooled_retry_rates``: a 20-item sample sees a handful of transient errors) →
 ``calibrate`` with the limits declared on the steps → ``project`` for the whole
 volume at the given or recommended workers and chunk size.
 
@@ -11,34 +14,43 @@ What comes from where:
 * measured, from the log: per step latency p50 / p95 of one invocation of its
   function, invocations per item, USD and tokens per item, cache hits, retry
   and failure rates;
-* declared, from the steps: rate limits, concurrency caps, request batch sizes;
+* declared, from the steps: rate limits, concurrency caps, async slots
+  (``per_worker``), request batch sizes;
 * chosen: workers (``workers=`` or ``recommend()``'s count) and the chunk size
-  (the run's ``chunk_size=`` or the recommended one; a batched step fills its
-  requests within a chunk, so run with the plan's ``chunk_size``).
+  (``chunk_size=`` or the recommended one; the projection follows the chunks,
+  so run with the plan's ``chunk_size``).
 
 A "call" in a plan made here is one invocation of a step's function: what its
 rate limit paces and its concurrency cap counts. Async steps run the rows of a
 chunk concurrently, up to their ``concurrency`` (default 100) per worker: their
-time per item is their latency divided by ``min(concurrency, chunk size)``.
+profile's ``per_worker``. The sample runs in chunks small enough that every
+worker gets one and no async row waits for a slot, so the logged durations are
+the calls' own (limiter waits are replayed and taken out). What the log cannot
+show: a Retry-After that pauses a step delays every row waiting on its limiter,
+and that wait stays in those rows' durations (the p50 shrugs it off).
 
-``plan_from_log`` does the same from an attempt log alone (``sample=0`` and
-``batchkit plan``): nothing runs.
+``plan_from_log`` does the same from an attempt log alone and ``plan_from_runs``
+from a batch's earlier runs (``sample=0`` and ``batchkit plan``): nothing runs.
 """
 
 from __future__ import annotations
 
-import heapq
 import inspect
 import math
-import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ._calibrate import calibrate, deduct_waits, discount_memo, invocation_log
+from ._calibrate import (
+    calibrate,
+    deduct_waits,
+    discount_memo,
+    invocation_log,
+    pooled_retry_rates,
+)
 from ._errors import ConfigError
 from ._pipeline import Pipeline
 from ._plan import Projection, StepProfile, _is_number, parse_duration, project
@@ -51,8 +63,8 @@ from ._steps import Step
 if TYPE_CHECKING:
     from ._batch import Batch
 
-__all__ = ["Sample", "plan_batch", "plan_from_log", "profiles_from_log", "remaining_projection",
-           "step_limits"]
+__all__ = ["Sample", "plan_batch", "plan_from_log", "plan_from_runs", "profiles_from_log",
+           "remaining_projection", "step_limits"]
 
 #: run() arguments the sample run takes through ``**run_kwargs``
 RUN_ARGS = ("backend", "chunk_size", "retries", "timeout", "max_failure_rate", "progress",
@@ -124,9 +136,10 @@ def step_limits(fn: Any, *, backend: str = "threads", workers: int = 1
 
     ``rate_limit`` (the run's total: threads share one limiter, N processes pace
     themselves to rate / N each), ``concurrency`` (a sync step's cap; N processes
-    have one cap each) and ``batch_size`` (a batched step: ``calls`` is 1, a row,
-    and a request carries ``batch_size`` of them). A plain function declares
-    nothing (an empty dict).
+    have one cap each), ``per_worker`` (an async step's concurrency: rows in
+    flight per worker, 100 when it sets none) and ``batch_size`` (a batched step:
+    ``calls`` is 1, a row, and a request carries ``batch_size`` of them). A plain
+    function declares nothing (an empty dict).
 
     Example:
         >>> import batchkit as bk
@@ -135,6 +148,10 @@ def step_limits(fn: Any, *, backend: str = "threads", workers: int = 1
         >>> limits = step_limits(bk.pipeline(search, verify))
         >>> str(limits["search"]["rate_limit"]), limits["search"]["concurrency"], limits["verify"]
         ('100/min', 4, {'batch_size': 50, 'calls': 1.0, 'cost': 0.0})
+        >>> async def ask(row):
+        ...     return {}
+        >>> step_limits(bk.step("ask", concurrency=8)(ask))
+        {'ask': {'per_worker': 8}}
     """
     steps = _steps_of(fn)
     if steps is None:
@@ -148,6 +165,8 @@ def step_limits(fn: Any, *, backend: str = "threads", workers: int = 1
             entry["rate_limit"] = o.rate_limit
         if o.concurrency is not None and not s.is_async:
             entry["concurrency"] = o.concurrency * processes
+        if s.is_async and not s.batched:
+            entry["per_worker"] = o.concurrency or _ASYNC_DEFAULT
         if o.batch_size is not None:
             entry["batch_size"] = o.batch_size
             entry["calls"] = 1.0
@@ -156,129 +175,33 @@ def step_limits(fn: Any, *, backend: str = "threads", workers: int = 1
     return out
 
 
-def _async_slots(fn: Any) -> dict[str, int]:
-    """Rows an async step runs at once on one worker, per async step."""
-    steps = _steps_of(fn) or ()
-    return {s.name: s.options.concurrency or _ASYNC_DEFAULT
-            for s in steps if s.is_async and not s.batched}
-
-
 # -- calibration from a log -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Measured:
-    """Profiles calibrated from a log, and what it takes to fit them to a configuration.
-
-    ``rows``: per async step, the durations of its done rows (limiter waits
-    out, in-step retries in); ``slots``: its rows in flight per worker.
-    """
-
-    profiles: list[StepProfile]
-    rows: dict[str, list[float]]
-    slots: dict[str, int]
-
-    def fit(self, *, workers: int, chunk_size: int, volume: int) -> list[StepProfile]:
-        """The profiles with a worker's time per request at these workers and chunk size.
-
-        Two effects the log's latencies do not show by themselves:
-
-        * an async step runs a chunk's rows together, up to ``slots`` at once,
-          each admitted by the step's rate limiter in turn: a chunk takes as long
-          as its slowest row (``_phase``);
-        * workers share a step's rate limiter: at throughput ``X`` it is busy
-          ``rho = X x requests per item / rate`` of the time, and a request waits
-          on the others. A sync request waits ``rho / (2 mu (1 - rho))`` (M/D/1,
-          ``mu`` the rate), at most ``(workers - 1) / mu``; an async step's rows
-          get the share ``1 - rho x (workers - 1) / workers`` of the rate.
-
-        The throughput is the fixed point of ``X = min(limits, workers / work(X))``,
-        found by bisection.
-        """
-        def fitted(load: float) -> tuple[list[StepProfile], float]:
-            figs = self._fit(workers, chunk_size, load, base)
-            proj = Projection(figs, volume=volume, workers=workers, chunk_size=chunk_size)
-            work = proj.work_per_item
-            return figs, workers / work if work > 0 else math.inf
-
-        base = Projection(self._fit(workers, chunk_size, 0.0, None), volume=volume,
-                          workers=workers, chunk_size=chunk_size)
-        limit = base._limit().items_per_min / 60.0
-        profiles, speed = fitted(limit) if math.isfinite(limit) else fitted(0.0)
-        if not math.isfinite(limit) or speed >= limit:
-            return profiles
-        lo, hi = 0.0, limit
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            if fitted(mid)[1] >= mid:
-                lo = mid
-            else:
-                hi = mid
-        return fitted(lo)[0]
-
-    def _fit(self, workers: int, chunk_size: int, throughput: float, base: Any
-             ) -> list[StepProfile]:
-        requests = {f.profile.name: f.requests for f in base._figs} if base is not None else {}
-        out = []
-        for p in self.profiles:
-            rate = p.rate
-            mu = rate.per_second if rate is not None else 0.0
-            rho = min(0.99, throughput * requests.get(p.name, 0.0) / mu) if mu else 0.0
-            rows = self.rows.get(p.name)
-            if rows:
-                others = min(0.9, rho * (workers - 1) / workers)
-                spacing = 1.0 / (mu * (1.0 - others)) if mu else 0.0
-                mean, p95 = _phase(rows, chunk_size, self.slots[p.name], spacing)
-                tries = max(p.calls * (1.0 + p.retry_rate), 1e-9)  # work is per request
-                work = mean / chunk_size / tries
-                out.append(replace(p, work=work, work_p95=max(work, p95 / chunk_size / tries)))
-            elif rho > 0:
-                wait = min(rho / (2.0 * mu * (1.0 - rho)), (workers - 1) / mu)
-                out.append(replace(p, work=p.latency + wait, work_p95=p.p95 + wait))
-            else:
-                out.append(p)
-        return out
-
-
-def _phase(durations: list[float], rows: int, slots: int, spacing: float
-           ) -> tuple[float, float]:
-    """Mean and p95 of the time ``rows`` rows take through ``slots`` slots, ``spacing`` apart.
-
-    Each row takes a slot, then the rate limiter admits it (one every
-    ``spacing`` seconds), then it runs for a duration drawn from ``durations``;
-    the chunk ends with its last row. Simulated over a fixed, seeded set of
-    draws, so the same log always gives the same figures.
-    """
-    rng = random.Random(20260101)
-    values = sorted(durations)
-    n = max(1, min(slots, rows))
-    trials = max(40, min(400, 8000 // max(1, rows)))
-    ends = []
-    for _ in range(trials):
-        free = [0.0] * n
-        tat = end = 0.0
-        for _row in range(rows):
-            start = heapq.heappop(free)
-            admitted = max(start, tat)
-            tat = admitted + spacing
-            done = admitted + values[rng.randrange(len(values))]
-            heapq.heappush(free, done)
-            end = max(end, done)
-        ends.append(end)
-    ends.sort()
-    return sum(ends) / len(ends), ends[min(len(ends) - 1, math.ceil(0.95 * len(ends)) - 1)]
-
 
 def profiles_from_log(attempts: pl.DataFrame, limits: Mapping[str, Mapping[str, Any]], *,
                       name: str, steps: tuple[str, ...] | None,
-                      async_slots: Mapping[str, int] | None = None,
-                      memo_misses: Mapping[str, int] | None = None) -> Measured:
+                      memo_misses: Mapping[str, int] | None = None,
+                      external: Collection[str] | None = None) -> list[StepProfile]:
     """Step profiles from an attempt log and the declared limits (see the module docs).
 
+    ``limits``: per step, profile fields the log cannot know (``step_limits``).
     ``steps``: the pipeline's step names (its rows are used, in that order), ()
     for a plain function (its item rows), or None for an unknown pipeline (every
-    step in the log). ``async_slots``: rows in flight per worker of each async
-    step. ``memo_misses``: values each step's ``ctx.memo`` computed in the logged
-    runs (``discount_memo``).
+    step in the log). ``memo_misses``: values each step's ``ctx.memo`` computed in
+    the logged runs (``discount_memo``). ``external``: the steps that call services
+    (their retry rates are pooled: ``pooled_retry_rates``); None: every step that
+    counts calls.
+
+    Example:
+        >>> import polars as pl
+        >>> from datetime import datetime, timedelta
+        >>> t = datetime(2026, 1, 1)
+        >>> log = pl.DataFrame({"_id": [1, 2], "attempt": [1, 1], "run_id": ["r", "r"],
+        ...     "step": ["s", "s"], "started_at": [t, t + timedelta(seconds=1)],
+        ...     "duration_s": [0.5, 0.7], "outcome": ["done", "done"], "usd": [0.01, 0.01],
+        ...     "tokens": [0, 0], "calls": [1, 1], "tries": [1, 1]})
+        >>> p = profiles_from_log(log, {"s": {"per_worker": 4}}, name="x", steps=("s",))[0]
+        >>> p.latency, p.per_worker, p.cost
+        (0.6, 4, 0.01)
     """
     log = attempts
     if steps is not None and steps:
@@ -291,9 +214,13 @@ def profiles_from_log(attempts: pl.DataFrame, limits: Mapping[str, Mapping[str, 
              if v.get("rate_limit") is not None}
     log = deduct_waits(log, {s: (rates.get(s), v.get("concurrency"))
                              for s, v in limits.items()})
-    log = discount_memo(log, memo_misses or {}, calls="_logged_calls").drop("_logged_calls")
+    log = discount_memo(log, memo_misses or {}, calls="_logged_calls")
+    pooled = pooled_retry_rates(log, calls="_logged_calls", steps=external)
+    log = log.drop("_logged_calls")
     present = set(log["step"].drop_nulls().unique().to_list()) if log.height else set()
     config = {s: dict(v) for s, v in limits.items() if s in present or not present}
+    for s, rate in pooled.items():
+        config.setdefault(s, {}).setdefault("retry_rate", rate)
     if steps:
         missing = [s for s in steps if s not in present]
         if missing:
@@ -313,10 +240,7 @@ def profiles_from_log(attempts: pl.DataFrame, limits: Mapping[str, Mapping[str, 
             entry.setdefault("cost", 0.0)
             entry["cost_per_request"] = max(0.0, spent - per_row) / invocations \
                 if invocations else 0.0
-    durations = {s: called.filter((pl.col("step") == s) & (pl.col("outcome") == "done"))[
-        "duration_s"].drop_nulls().to_list() for s in (async_slots or {})}
-    return Measured(calibrate(log, steps=config, name=name), durations,
-                    dict(async_slots or {}))
+    return calibrate(log, steps=config, name=name)
 
 
 def plan_from_log(attempts: pl.DataFrame, *, fn: Any = None, name: str = "batch",
@@ -362,6 +286,11 @@ def plan_from_log(attempts: pl.DataFrame, *, fn: Any = None, name: str = "batch"
                           "a sample instead (batch.plan(fn, sample=20) runs 20 items), or run "
                           "some items first")
     steps = _steps_of(fn)
+    if steps is not None and len(steps) == 1 and attempts.filter(
+            pl.col("step") == steps[0].name).height == 0:
+        # a bare step run as a row function (batch.run(step)) logs item rows only
+        attempts = attempts.filter(pl.col("step").is_null()).with_columns(
+            step=pl.lit(steps[0].name))
     declared = step_limits(fn, backend=backend, workers=workers or 1)
     for step_name, extra in (limits or {}).items():
         declared.setdefault(step_name, {}).update(extra)
@@ -372,22 +301,18 @@ def plan_from_log(attempts: pl.DataFrame, *, fn: Any = None, name: str = "batch"
     else:
         names = None
     label = fn_name or (getattr(fn, "__name__", None) if fn is not None else None) or "item"
-    measured = profiles_from_log(attempts, declared, name=label, steps=names,
-                                 async_slots=_async_slots(fn), memo_misses=memo_misses)
+    external = {s.name for s in steps if s.options.http is not None} \
+        if steps is not None else None
+    profiles = profiles_from_log(attempts, declared, name=label, steps=names,
+                                 memo_misses=memo_misses, external=external)
     kw: dict[str, Any] = {"volume": volume, "deadline": deadline, "budget": budget}
-    # the worker count and chunk size depend on the time per item, which (async
-    # steps, shared limits) depends on them: settle them in a few rounds
-    chosen: tuple[int, int] | None = None
-    profiles = measured.fit(workers=workers or 1, chunk_size=chunk_size or 1, volume=volume)
-    for _ in range(5):
-        w = workers or project(profiles, chunk_size=chunk_size, **kw).workers
-        c = chunk_size or _chunk(project(profiles, workers=w, **kw), w)[0]
-        if (w, c) == chosen:
-            break
-        chosen = (w, c)
-        profiles = measured.fit(workers=w, chunk_size=c, volume=volume)
-    assert chosen is not None
-    return project(profiles, workers=chosen[0], chunk_size=chosen[1], **kw)
+    draft = project(profiles, workers=workers or 1, **kw)
+    if workers is None:
+        rec = draft.recommend()
+        workers, chunk = rec.workers, chunk_size or rec.chunk_size
+    else:
+        chunk = chunk_size or _chunk(draft, workers)[0]
+    return project(profiles, workers=workers, chunk_size=chunk, **kw)
 
 
 # -- batch.plan -----------------------------------------------------------------------------
@@ -471,7 +396,9 @@ def plan_batch(batch: Batch, fn: Callable[..., Any], *, sample: int = 20,
         report = batch.run(fn, workers=options.workers, on_error=on_error,
                            max_failure_rate=options.max_failure_rate,
                            only=pl.col("_id").is_in(ids),
-                           **{k: v for k, v in run_kwargs.items() if k != "max_failure_rate"})
+                           chunk_size=_sample_chunk(fn, len(ids), options.workers),
+                           **{k: v for k, v in run_kwargs.items()
+                              if k not in ("max_failure_rate", "chunk_size")})
         attempts = batch.attempts().filter(pl.col("run_id") == report.run_id)
         misses = {k: n - memos.get(k, 0) for k, n in _memo_counts(batch, fn).items()}
         runs = (report.run_id,)
@@ -486,6 +413,7 @@ def plan_batch(batch: Batch, fn: Callable[..., Any], *, sample: int = 20,
                               "run. Plan from a sample instead (sample=20 runs 20 items and "
                               "keeps their results), or run the batch first")
         runs = tuple(attempts["run_id"].unique(maintain_order=True).to_list())
+        misses = _memo_counts(batch, fn)  # every stored value was computed in those runs
     proj = plan_from_log(attempts, fn=fn, name=batch.name, volume=volume or total,
                          workers=workers, chunk_size=options.chunk_size, deadline=deadline_s,
                          budget=budget, backend=options.backend, fn_name=fn_name,
@@ -503,6 +431,81 @@ def plan_batch(batch: Batch, fn: Callable[..., Any], *, sample: int = 20,
     proj.retry = options.retry
     proj.on_error = on_error
     return proj
+
+
+def plan_from_runs(batch: Batch, fn: Any = None, *, volume: int | None = None,
+                   deadline: float | str | timedelta | None = None,
+                   budget: float | None = None, workers: int | None = None,
+                   chunk_size: int | None = None, backend: str = "threads",
+                   limits: Mapping[str, Mapping[str, Any]] | None = None) -> Projection:
+    """Plan a batch from the attempt log of its earlier runs; nothing runs (``batchkit plan``).
+
+    Like ``batch.plan(fn, sample=0, ...)``, but ``fn`` may be None: then every step
+    in the log is planned, with the limits given in ``limits`` (per step, profile
+    fields: ``{"search": {"rate_limit": "100/min"}}``) and none declared.
+
+    Raises:
+        ConfigError: a bad argument, a batch without items or without an attempt log.
+
+    Example:
+        >>> import polars as pl, batchkit as bk
+        >>> b = bk.Batch("earlier", store=":memory:")
+        >>> _ = b.add(pl.DataFrame({"n": range(10)}), key="n")
+        >>> _ = b.run(lambda row: {"m": row["n"]}, progress=False)
+        >>> plan = plan_from_runs(b, volume=1000, workers=2, limits={"item": {"rate_limit": 50}})
+        >>> plan.volume, plan.sample.logged_items, plan.bottleneck.kind
+        (1000, 10, 'rate_limit')
+    """
+    if isinstance(fn, Step):
+        fn = Pipeline((fn,))
+    for what, value, hint in (("volume", volume, "the items to plan for"),
+                              ("workers", workers, "or None to take the recommended count"),
+                              ("chunk_size", chunk_size, "or None to take the recommended")):
+        if value is not None:
+            _check_whole(what, value, 1, hint)
+    deadline_s = parse_duration(deadline) if deadline is not None else None
+    if budget is not None and (not _is_number(budget) or budget <= 0):
+        raise ConfigError(f"budget must be USD > 0 or None, got {budget!r}")
+    for step_name, fields in (limits or {}).items():
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"limits[{step_name!r}] must map profile fields to values, "
+                              f"e.g. {{'rate_limit': '100/min'}}; got {fields!r}")
+    fn_name = check_function(fn, backend, workers or 1) if fn is not None else None
+    total = sum(batch.counts().values())
+    if total == 0:
+        raise ConfigError(f"batch {batch.name!r} has no items: add rows first with "
+                          "batch.add(frame, key=...)")
+    attempts = batch.attempts()
+    if attempts.height == 0:
+        raise ConfigError(f"batch {batch.name!r} has no attempt log yet: nothing has run. "
+                          "Run some items first, or plan from a sample (batch.plan(fn, "
+                          "sample=20); `batchkit plan --demo` for the demo)")
+    proj = plan_from_log(attempts, fn=fn, name=batch.name, volume=volume or total,
+                         workers=workers, chunk_size=chunk_size, deadline=deadline_s,
+                         budget=budget, backend=backend, limits=limits, fn_name=fn_name,
+                         memo_misses=_memo_counts(batch, fn))
+    proj.sample = Sample(items=0, done=0, failed=0, seconds=None, cost=0.0, workers=None,
+                         run_ids=tuple(attempts["run_id"].unique(maintain_order=True)),
+                         logged_items=attempts["_id"].n_unique(),
+                         remaining=batch.counts()["pending"])
+    proj.name = batch.name
+    return proj
+
+
+def _sample_chunk(fn: Any, items: int, workers: int) -> int:
+    """Chunks for the sample: one or more per worker, none longer than an async step's slots.
+
+    Every worker then runs a share of the sample (the shared limits see the plan's
+    workers), and no async row waits for a slot of its worker, a wait the log
+    could not tell from the call's own time.
+
+    Example:
+        >>> _sample_chunk(None, 20, 5)
+        4
+    """
+    slots = [s.options.concurrency or _ASYNC_DEFAULT for s in _steps_of(fn) or ()
+             if s.is_async and not s.batched]
+    return max(1, min([math.ceil(items / workers), *slots]))
 
 
 def _memo_counts(batch: Batch, fn: Any) -> dict[str, int]:

@@ -23,7 +23,8 @@ import polars as pl
 from ._errors import ConfigError
 from ._plan import StepProfile
 
-__all__ = ["calibrate", "deduct_waits", "discount_memo", "invocation_log", "measure_steps"]
+__all__ = ["calibrate", "deduct_waits", "discount_memo", "invocation_log", "measure_steps",
+           "pooled_retry_rates"]
 
 _PROFILE_FIELDS = tuple(f.name for f in fields(StepProfile) if f.name != "name")
 _LOG_COLUMNS = ("_id", "attempt", "step", "started_at", "duration_s", "outcome", "usd",
@@ -273,9 +274,10 @@ def discount_memo(attempts: pl.DataFrame, misses: Mapping[str, int], *,
     A memo value is computed once per key and then reused, so a sample (which
     meets most keys for the first time) does far more of that work per item
     than the full run. ``misses`` says how many values each step's memo
-    computed in the logged runs; that many of the step's rows with more calls
-    per try than its median (the rows that computed one) get their duration,
-    cost and tokens scaled to the median calls. A step that counts no calls of
+    computed in the logged runs; that many of the step's rows with the most
+    calls per try (the rows that computed one) get their duration, cost and
+    tokens scaled to the usual calls: the median of the other rows (half of a
+    sample's rows may have computed one). A step that counts no calls of
     its own shows no such rows and is left as it is. ``calls`` names the column
     with the logged calls (``invocation_log`` replaces ``calls``: keep a copy);
     apply it after ``deduct_waits``, which works on whole durations.
@@ -299,14 +301,15 @@ def discount_memo(attempts: pl.DataFrame, misses: Mapping[str, int], *,
         if rows.height == 0:
             continue
         per_try = rows[calls].cast(pl.Float64) / rows["tries"].fill_null(1).cast(pl.Float64)
-        found = per_try.median()
+        ordered = rows.with_columns(_per_try=per_try).sort("_per_try", descending=True)
+        rest = ordered["_per_try"].slice(n)
+        found = (rest if rest.len() else ordered["_per_try"]).median()
         if not isinstance(found, (int, float)):
             continue
-        median = float(found)
-        extra = (rows.with_columns(_per_try=per_try).filter(pl.col("_per_try") > median)
-                 .sort("_per_try", descending=True).head(n))
+        usual = float(found)  # the calls of a row that computed no memo value
+        extra = ordered.head(n).filter(pl.col("_per_try") > usual)
         for row, value in zip(extra["_row"].to_list(), extra["_per_try"].to_list()):
-            scale[row] = median / value
+            scale[row] = usual / value
     if not scale:
         return attempts
     factor = pl.DataFrame({"_row": list(scale), "_scale": list(scale.values())},
@@ -316,3 +319,54 @@ def discount_memo(attempts: pl.DataFrame, misses: Mapping[str, int], *,
             .with_columns(duration_s=pl.col("duration_s") * f, usd=pl.col("usd") * f,
                           tokens=(pl.col("tokens") * f).round().cast(attempts.schema["tokens"]))
             .sort("_row").drop("_row", "_scale"))
+
+
+def pooled_retry_rates(attempts: pl.DataFrame, *, calls: str = "calls",
+                       steps: Collection[str] | None = None,
+                       weight: float = 20.0) -> dict[str, float]:
+    """Retry rates per step, each pulled toward what every external call of the log shows.
+
+    A 20-item sample sees a handful of transient errors, so one step's own retry
+    rate is mostly luck (0%, 5% or 30% for the same service). The services' calls
+    all share one figure, though: retries per call ``q`` over every step whose
+    rows count their calls (``calls``: the function's own count; steps that count
+    none are local and keep their own rate; ``steps``, when given, names the
+    steps that call services, the others keep their own rate). A step whose tries make ``c`` calls
+    would then retry ``rho = p / (1 - p)`` times per item, ``p = 1 - (1 - q)^c``;
+    its estimate is ``(retries + weight x rho) / (items + weight)``: its own rate
+    once it has many more than ``weight`` items, that prior with few. Expects
+    ``invocation_log``'s counting (invocations in ``calls`` are not what is asked
+    for here: pass the logged count's column).
+
+    Returns:
+        step → retry rate, for the steps that count calls (empty with fewer than two).
+
+    Example:
+        >>> import polars as pl
+        >>> log = pl.DataFrame({"_id": [1, 2, 1, 2], "step": ["a", "a", "b", "b"],
+        ...     "outcome": ["done"] * 4, "calls": [1, 1, 2, 4], "tries": [1, 1, 1, 2]})
+        >>> {k: round(v, 4) for k, v in pooled_retry_rates(log, weight=2).items()}
+        {'a': 0.0714, 'b': 0.4031}
+    """
+    rows = attempts.filter(pl.col("step").is_not_null() & (pl.col("outcome") != "cached")
+                           & (pl.col(calls) > 0))
+    if steps is not None:
+        rows = rows.filter(pl.col("step").is_in(list(steps)))
+    if rows.height == 0:
+        return {}
+    tries = pl.col("tries").fill_null(1).cast(pl.Float64)
+    per = rows.group_by("step", maintain_order=True).agg(
+        items=pl.len(), retries=(tries - 1.0).sum(), calls=pl.col(calls).sum(),
+        per_try=(pl.col(calls).cast(pl.Float64) / tries).filter(tries == 1.0).median(),
+        per_try_all=(pl.col(calls).cast(pl.Float64) / tries).median())
+    if per.height < 2:
+        return {}
+    total_calls = float(per["calls"].sum())
+    q = min(0.5, float(per["retries"].sum()) / total_calls) if total_calls else 0.0
+    out = {}
+    for r in per.iter_rows(named=True):
+        c = r["per_try"] if r["per_try"] is not None else r["per_try_all"]
+        p_try = 1.0 - (1.0 - q) ** float(c)
+        rho = p_try / (1.0 - p_try)
+        out[str(r["step"])] = (r["retries"] + weight * rho) / (r["items"] + weight)
+    return out

@@ -7,6 +7,7 @@
     batchkit failed STORE BATCH                              the dead-letter list
     batchkit export STORE BATCH OUT.parquet                  rows to Parquet
     batchkit demo                                            the lead-enrichment scenario
+    batchkit plan STORE BATCH | --demo                       the architecture report of a plan
 
 Every command prints ``batchkit: error: <message>`` and exits 2 on a bad argument,
 input or store (no traceback).
@@ -326,6 +327,84 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run_args(args)
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """The architecture report of a plan: from earlier runs, or from a sample of the demo."""
+    if args.demo:
+        if args.store is not None or args.batch is not None:
+            raise ConfigError("give either STORE BATCH (plan from earlier runs) or --demo "
+                              f"(plan the demo from a sample), not both; got {args.store!r}"
+                              + (f" {args.batch!r}" if args.batch is not None else ""))
+        return _plan_demo(args)
+    if args.store is None or args.batch is None:
+        raise ConfigError("batchkit plan needs STORE BATCH (the store and batch whose earlier "
+                          "runs to plan from), or --demo to plan the lead-enrichment demo")
+    for flag in ("sample", "speed", "limit", "demo_store"):
+        if getattr(args, flag) is not None:
+            name = "--store" if flag == "demo_store" else "--" + flag
+            raise ConfigError(f"{name} is for --demo; STORE BATCH plans from the attempt log "
+                              "of earlier runs and runs nothing")
+    from ._batchplan import plan_from_runs
+
+    fn = load_function(args.function) if args.function else None
+    batch = _open_batch(args.store, args.batch)
+    try:
+        plan = plan_from_runs(batch, fn, volume=args.volume, deadline=args.deadline,
+                              budget=args.budget, workers=args.workers,
+                              chunk_size=args.chunk_size, backend=args.backend,
+                              limits=_step_rates(args.rate_limit))
+    finally:
+        batch.close()
+    print(plan.report(volumes=args.volumes))
+    return EXIT_OK
+
+
+def _plan_demo(args: argparse.Namespace) -> int:
+    """``batchkit plan --demo``: sample the lead-enrichment demo, print its plan."""
+    from . import demo
+    from ._policy import RetryPolicy
+
+    if args.function or args.rate_limit:
+        raise ConfigError("--function and --rate-limit are for STORE BATCH; --demo plans the "
+                          "demo's own pipeline with its declared limits")
+    speed = demo._check_speed(demo.DEMO_SPEED if args.speed is None else args.speed)
+    sample = 20 if args.sample is None else args.sample
+    companies = pl.read_csv(demo._companies_file())
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ConfigError(f"--limit must be a whole number >= 1, got {args.limit!r}")
+        companies = companies.head(args.limit)
+    store = args.demo_store or ":memory:"
+    deadline = args.deadline if args.deadline is not None else demo._DEADLINE / speed
+    budget = args.budget if args.budget is not None else demo._BUDGET_USD
+    retry = RetryPolicy(retries=3, backoff=demo._BACKOFF / speed, max_backoff=300.0 / speed)
+    with demo.start_services(speed=speed) as svc, Batch(demo.BATCH, store=store) as batch:
+        pipe = demo.lead_pipeline(svc.url, speed=speed)
+        try:
+            batch.add(companies, key="company")
+            plan = batch.plan(pipe, sample=sample, volume=args.volume, deadline=deadline,
+                              budget=budget, workers=args.workers, retries=retry,
+                              chunk_size=args.chunk_size, progress=False)
+        finally:
+            pipe.close()
+    print(f"lead-enrichment demo at speed {speed:g}: times below are demo seconds (x {speed:g} "
+          f"for scenario time; the 8-hour deadline is {demo._DEADLINE / speed / 60:g} min "
+          "here); store " + (store if args.demo_store else "in memory (nothing kept)") + "\n")
+    print(plan.report(volumes=args.volumes))
+    return EXIT_OK
+
+
+def _step_rates(items: Sequence[str] | None) -> dict[str, dict[str, str]]:
+    """``--rate-limit STEP=RATE`` values as ``limits`` for the planner."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or ():
+        step_name, sep, rate = item.partition("=")
+        if not sep or not step_name.strip() or not rate.strip():
+            raise ConfigError(f"--rate-limit takes STEP=RATE, e.g. search=100/min; "
+                              f"got {item!r}")
+        out[step_name.strip()] = {"rate_limit": rate.strip()}
+    return out
+
+
 # -- output helpers ------------------------------------------------------------------------
 
 
@@ -480,6 +559,67 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--status-columns", action="store_true",
                         help="also write _id, _key and the status columns")
     export.set_defaults(handler=_cmd_export)
+
+    plan = sub.add_parser(
+        "plan", formatter_class=_Formatter,
+        help="project time, cost and workers of a batch; print the architecture report",
+        description="Print the architecture report of a batch plan in Markdown: workflow "
+                    "analysis per step, chunking and parallelism, state and resume, "
+                    "reliability, observability, projections and the scaling table, all "
+                    "from measured figures. With STORE BATCH the plan is calibrated from "
+                    "the attempt log of the batch's earlier runs and nothing runs; give "
+                    "--function (the pipeline that ran) so the steps' rate limits, "
+                    "concurrency and batching are known, or --rate-limit per step. With "
+                    "--demo it runs a measured sample of the lead-enrichment demo (against "
+                    "its simulated services) and plans the rest.",
+        epilog="examples:\n"
+               "  batchkit plan leads.duckdb leads --function jobs:pipe --volume 5000 "
+               "--deadline 8h --budget 100\n"
+               "  batchkit plan leads.duckdb leads --rate-limit search=100/min "
+               "--rate-limit contacts=50/min --workers 5\n"
+               "  batchkit plan --demo --sample 20 --volume 500\n"
+               "  batchkit plan --demo --store data/demo.duckdb   # keeps the sample; "
+               "`batchkit demo` runs the rest\n\n"
+               "exit codes:\n  0    the report was printed\n"
+               "  2    bad arguments, store or batch; or nothing to plan from")
+    plan.add_argument("store", metavar="STORE", nargs="?", default=None,
+                      help="the DuckDB store file (not with --demo)")
+    plan.add_argument("batch", metavar="BATCH", nargs="?", default=None,
+                      help="the batch whose earlier runs to plan from (not with --demo)")
+    plan.add_argument("--function", default=None, metavar="MODULE:FUNCTION",
+                      help="the pipeline or function the batch runs, for its declared "
+                           "limits (default: the steps in the log, no limits)")
+    plan.add_argument("--rate-limit", action="append", default=None, metavar="STEP=RATE",
+                      help="a step's rate limit, e.g. search=100/min; repeat per step")
+    plan.add_argument("--volume", type=_whole_number, default=None, metavar="N",
+                      help="items to plan for (default: the batch's total)")
+    plan.add_argument("--deadline", default=None, metavar="TIME",
+                      help="e.g. 8h, 30min, 90s (default: none; --demo: its 8 h, scaled)")
+    plan.add_argument("--budget", type=float, default=None, metavar="USD",
+                      help="e.g. 100 (default: none; --demo: $100)")
+    plan.add_argument("--workers", type=_whole_number, default=None, metavar="N",
+                      help="fix the worker count (default: the recommended one)")
+    plan.add_argument("--chunk-size", type=_whole_number, default=None, metavar="N",
+                      help="fix the chunk size (default: the recommended one)")
+    plan.add_argument("--backend", choices=sorted(BACKENDS), default="threads",
+                      help="the backend the run will use (default: %(default)s)")
+    plan.add_argument("--volumes", type=_whole_number, nargs="+", default=None, metavar="N",
+                      help="volumes of the scaling table (default: 1, 2, 5 and 10 times "
+                           "the volume)")
+    demo_opts = plan.add_argument_group("the demo (--demo)")
+    demo_opts.add_argument("--demo", action="store_true",
+                           help="plan the lead-enrichment demo from a measured sample")
+    demo_opts.add_argument("--sample", type=_whole_number, default=None, metavar="N",
+                           help="items to run and measure (default: 20; 0: plan from the "
+                                "earlier runs in --store)")
+    demo_opts.add_argument("--speed", type=float, default=None, metavar="X",
+                           help="scenario seconds per demo second (default: 15)")
+    demo_opts.add_argument("--limit", type=_whole_number, default=None, metavar="N",
+                           help="only the first N companies (default: all 500)")
+    demo_opts.add_argument("--store", dest="demo_store", default=None, metavar="STORE",
+                           help="keep the sample's results in this store (default: in "
+                                "memory); `batchkit demo --store STORE` runs the rest")
+    plan.set_defaults(handler=_cmd_plan)
 
     from . import demo
 

@@ -1,50 +1,57 @@
 """Plan before you pay: project a batch's time, cost and workers from step profiles.
 
 A ``StepProfile`` says what one item costs in one step: external calls, latency
-per call (p50, optionally p95), USD, tokens, and the step's limits (rate limit,
-concurrency cap, request batching) and measured rates (cache hits, retries,
-failures). ``project`` turns profiles plus a volume and a worker count into a
-``Projection``; ``batchkit._calibrate.calibrate`` makes the profiles from an
-attempt log, ``batchkit._plan_advice`` recommends a configuration and
-``batchkit._plan_report`` writes the words.
+per call (p50 and p95), USD, tokens, the step's limits (rate limit,
+concurrency cap, request batching, calls one worker keeps in flight) and
+measured rates (cache hits, retries, failures). ``project`` turns profiles plus
+a volume and a worker count into a ``Projection``; ``batchkit._calibrate`` makes
+the profiles from an attempt log, ``batchkit._plan_advice`` recommends a
+configuration and ``batchkit._plan_report`` writes the words.
 
-**The model.** ``W`` workers each run their items one at a time through the
-steps (items sequential within a chunk). For step ``s``, per item *entering the
-pipeline*:
+**How batchkit runs a pipeline** (``_pipeline.py``): each of ``W`` workers takes
+a chunk of ``C`` items and runs it *step by step*: the first step over every
+item of the chunk, then the second, and so on; a sync step runs the chunk's
+items one at a time, an async step ``per_worker`` at once, a batched step in
+requests of ``batch_size``. Workers start together and a shared rate limit
+keeps them together, so they go through the steps nearly in lockstep: every
+worker searches, then every worker looks up contacts. A rate limit is used
+only while its step runs, and **the steps' times add up**.
+
+**The model.** For step ``s``, per item *entering the pipeline*:
 
 * ``reach_s = (1 - failure_rate_1) * ... * (1 - failure_rate_{s-1})``: the share
   of items that get to the step (an item that fails in a step skips the rest).
 * ``units_s = reach_s * calls_s * (1 - cache_hit_rate_s)``: calls that must be made.
 * ``requests_s = units_s * (1 + retry_rate_s) / batch_size_s`` (batch size 1 when
-  the step is not batched). With a chunk size ``C``, batches are grouped within a
-  chunk, so a chunk makes ``ceil(C * units_s / batch_size_s)`` requests: per item
-  ``ceil(C * units_s / batch_size_s) / C * (1 + retry_rate_s)``. Without one,
-  batches are taken as full. A batch that fails transiently retries as a batch.
-* ``work_s = requests_s * latency_s``: seconds of one worker's time (``work``
-  per request instead of ``latency`` when the profile states it: calibration
-  does, for steps a worker spends more or less time on than one call's latency,
-  such as async steps running a chunk's rows together, or waits on a shared
-  limit).
+  not batched). With a chunk size ``C`` a chunk makes ``ceil(C * units_s /
+  batch_size_s)`` requests; without one, batches are taken as full.
+* time per item, the largest of
+  (a) ``requests_s x latency_s / (W x per_worker_s)``: the calls' time over the
+  concurrency available (workers x calls each keeps in flight);
+  (b) ``requests_s / rate_s``: the rate limit;
+  (c) ``requests_s x latency_s / concurrency_s``: a cap on calls in flight
+  across all workers (Little's law).
 
-Throughput (items/s entering the pipeline) is the smallest of
+The projected time is ``volume x sum over steps`` of that, at p50 latencies
+(robust where a mean is not: in a 20-item sample a Retry-After that pauses a
+step shows as latency in every row waiting on it; ``seconds_p95`` takes p95). The
+bottleneck is the step with the largest time, named with the number that makes
+it one ("contacts: 50 calls/min ÷ 2 calls/item = 25 items/min").
 
-* (a) workers: ``W / sum(work_s)``;
-* (b) each rate-limited step: ``rate_s / requests_s`` (``rate_s`` in calls/s);
-* (c) each step with a concurrency cap ``k_s``: ``k_s / work_s`` (Little's law:
-  calls in flight = arrival rate x time in the step).
-
-The bottleneck is the smallest, named with its number ("contact search: 50
-calls/min ÷ 2 calls/item = 25 items/min"). Time for ``volume`` items is
-``volume / throughput``. The min is the steady-state bound; near a knee where two
-limits are close real runs are a little slower (queueing), and the last round of
-chunks may leave workers idle for up to one chunk's work (the recommended chunk
-size gives every worker at least 8 chunks). Checkpoints are left out: one commit
-per chunk costs about 3 ms (../shared/FACTS.md), under 1% of any chunk the
-recommendation picks. Pipeline fill (the first item's latency) is left out too.
+**With a chunk size** the projection follows the chunks: ``ceil(volume / C)``
+chunks go out to the workers in rounds of ``W``; in each round every step's
+phase takes the largest of (a) for one worker's chunk, (b) and (c) for the
+round's items, and the last round may hold fewer chunks (workers idle: the even
+finish ``recommend`` sizes chunks for). An async step runs a chunk's calls
+``per_worker`` at a time, so its phase is ``n / k - 1`` waves at the p50 latency
+and one last wave as slow as the slowest of ``k`` calls (the ``k/(k+1)`` quantile,
+between p50 and p95), or just the slowest of ``n`` calls when ``n <= k``.
+Left out: the last calls of a rate-limited phase (workers that finished their
+share start the next step meanwhile: measured on the demo, the phases overlap
+by about that much) and checkpoint commits (~3 ms a chunk, ../shared/FACTS.md).
 
 **p95.** ``seconds_p95`` is a pessimistic time: every call at its step's p95
-latency in (a) and (c) (rate limits do not depend on latency). Check a deadline
-against it when a late finish is expensive.
+latency in (a) and (c) (rate limits do not depend on latency).
 
 **Cost.** ``cost`` is USD per item that reaches the step at its stated calls,
 without cache or retries; the projection charges
@@ -74,16 +81,13 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ._errors import ConfigError
+from ._plan_model import _EPS, Binding, Bottleneck, _figures, _Term, _terms, _why
 from ._plan_report import (
     alert_thresholds,
-    num,
     plain_text,
-    plural,
-    rate_unit,
     render_html,
     render_markdown,
     render_report,
-    seconds_text,
     table_frame,
     usd,
 )
@@ -91,11 +95,12 @@ from ._policy import RetryPolicy
 from ._ratelimit import RateLimit
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from ._plan_advice import Recommendation
 
 __all__ = ["Binding", "Bottleneck", "Projection", "StepProfile", "parse_duration", "project"]
 
-_EPS = 1e-9
 _DURATION_UNITS = {
     "ms": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
     "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
@@ -104,6 +109,7 @@ _DURATION_UNITS = {
 }
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([a-z]+)")
 _DURATION_FORMS = "seconds > 0, a timedelta, or a string like '8h', '30min', '90s', '1h30min'"
+_KEEP: Any = object()  # at(): keep the projection's chunk size
 
 
 def _is_number(value: Any) -> bool:
@@ -165,6 +171,8 @@ class StepProfile:
         rate_limit: the service's limit, ``"100/min"``, a number per second or a
             ``RateLimit``; None for none. Stored as a ``RateLimit``.
         concurrency: most calls in flight across all workers; None for no cap.
+        per_worker: calls one worker keeps in flight in this step: 1 for a sync
+            step (items one at a time), an async step's ``concurrency``.
         batch_size: calls one batched request carries (None: not batched).
         cache_hit_rate: share of items served from cache, 0..1 (no call, no cost).
         retry_rate: extra tries per item that calls the step (0.1: one in ten retried).
@@ -173,10 +181,6 @@ class StepProfile:
         tokens: tokens per item at ``calls``.
         cost_per_request: USD per request made, on top of ``cost`` (a batched
             request is priced once whatever it carries).
-        work: seconds of a worker's time per request when it is not ``latency``
-            (None: ``latency``); ``work_p95`` likewise at p95 (None: ``work``
-            scaled like ``latency_p95``). Calls stay in flight for ``latency``
-            (concurrency caps count that).
 
     Example:
         >>> StepProfile("search", calls=5, latency=0.6, cost=0.05, rate_limit="100/min").rate
@@ -189,6 +193,7 @@ class StepProfile:
     cost: float = 0.0
     rate_limit: RateLimit | str | float | None = None
     concurrency: int | None = None
+    per_worker: int = 1
     batch_size: int | None = None
     cache_hit_rate: float = 0.0
     retry_rate: float = 0.0
@@ -196,8 +201,6 @@ class StepProfile:
     latency_p95: float | None = None
     tokens: float = 0.0
     cost_per_request: float = 0.0
-    work: float | None = None
-    work_p95: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -220,16 +223,11 @@ class StepProfile:
                 not _is_number(self.latency_p95) or self.latency_p95 < self.latency):
             raise ConfigError(f"{where}: latency_p95 must be seconds >= latency "
                               f"({self.latency!r}) or None, got {self.latency_p95!r}")
-        for attr in ("work", "work_p95"):
-            value = getattr(self, attr)
-            if value is not None and (not _is_number(value) or value < 0):
-                raise ConfigError(f"{where}: {attr} must be seconds >= 0 or None, got {value!r}")
-        if self.work is not None and self.work_p95 is not None and self.work_p95 < self.work:
-            raise ConfigError(f"{where}: work_p95 must be >= work ({self.work!r}), "
-                              f"got {self.work_p95!r}")
         for attr in ("concurrency", "batch_size"):
             if getattr(self, attr) is not None:
                 _whole(f"{where}: {attr}", getattr(self, attr), hint=" or None")
+        _whole(f"{where}: per_worker", self.per_worker,
+               hint=" (calls one worker keeps in flight; 1 for a sync step)")
         if self.rate_limit is not None:
             try:
                 rate = RateLimit.parse(self.rate_limit)
@@ -248,147 +246,6 @@ class StepProfile:
         """Seconds per call at p95 (``latency`` when unknown)."""
         return self.latency if self.latency_p95 is None else self.latency_p95
 
-    @property
-    def worker_seconds(self) -> tuple[float, float]:
-        """A worker's seconds per request at p50 and at p95 (``work``, else ``latency``)."""
-        if self.work is None:
-            return self.latency, self.p95
-        if self.work_p95 is not None:
-            return self.work, self.work_p95
-        scale = self.p95 / self.latency if self.latency > 0 else 1.0
-        return self.work, self.work * scale
-
-
-@dataclass(frozen=True)
-class Bottleneck:
-    """The limit that sets the pace, with the number that makes it one.
-
-    Attributes:
-        step: the step whose limit binds, ``"workers"``, or ``"none"`` (nothing
-            takes time).
-        kind: ``"workers"``, ``"rate_limit"``, ``"concurrency"`` or ``"none"``.
-        items_per_min: the throughput this limit allows.
-        why: the arithmetic, e.g. ``"contacts: 50 calls/min ÷ 2 calls/item = 25 items/min"``.
-
-    Example:
-        >>> project([StepProfile("s", latency=2.0)], volume=10, workers=3).bottleneck.why
-        '3 workers ÷ 2 s of work per item = 90 items/min'
-    """
-
-    step: str
-    kind: str
-    items_per_min: float
-    why: str
-
-    def __str__(self) -> str:
-        return self.why
-
-
-@dataclass(frozen=True)
-class Binding:
-    """Where the limits, not the workers, decide whether a deadline is met.
-
-    Attributes:
-        deadline: the deadline in seconds.
-        volume: the most items any number of workers can finish by the deadline
-            (the binding limit's throughput x deadline); above it the deadline is
-            missed whatever the workers. None when no rate or concurrency limit
-            exists (more workers always help).
-        step: the limit's step (None without limits); why: its arithmetic.
-        workers: the worker count from which that limit binds (more only wait).
-        volume_at_workers: the most items the projection's own workers finish by
-            the deadline.
-
-    Example:
-        >>> proj = project([StepProfile("s", calls=2, latency=1.0, rate_limit="60/min")],
-        ...                volume=100, workers=1)
-        >>> b = proj.binding_volume("1h")
-        >>> b.volume, b.workers, b.volume_at_workers
-        (1800, 1, 1800)
-    """
-
-    deadline: float
-    volume: int | None
-    step: str | None
-    why: str
-    workers: int | None
-    volume_at_workers: int
-
-    def __str__(self) -> str:
-        if self.volume is None:
-            return (f"no rate or concurrency limit binds: more workers always help; "
-                    f"the plan's workers finish {self.volume_at_workers:,} items "
-                    f"in {seconds_text(self.deadline)}")
-        return (f"{self.step} binds from {self.workers} workers ({self.why}); at most "
-                f"{self.volume:,} items fit in {seconds_text(self.deadline)}, the plan's "
-                f"workers finish {self.volume_at_workers:,}")
-
-
-@dataclass(frozen=True)
-class _Fig:
-    """One step's figures per item entering the pipeline."""
-
-    profile: StepProfile
-    reach: float
-    units: float      # calls that must be made (cache hits removed), before batching
-    requests: float   # requests made, retries and batching included
-    work: float       # worker seconds at p50 latency
-    work_p95: float
-    busy: float       # seconds in flight (requests x latency): what concurrency caps count
-    busy_p95: float
-    cost: float
-    tokens: float
-
-
-def _figures(steps: Sequence[StepProfile], chunk_size: int | None) -> list[_Fig]:
-    out, reach = [], 1.0
-    for p in steps:
-        units = reach * p.calls * (1.0 - p.cache_hit_rate)
-        requests = units
-        if p.batch_size:
-            requests = (math.ceil(chunk_size * units / p.batch_size - _EPS) / chunk_size
-                        if chunk_size else units / p.batch_size)
-        requests *= 1.0 + p.retry_rate
-        paid = reach * (1.0 - p.cache_hit_rate) * (1.0 + p.retry_rate)
-        work, work_p95 = p.worker_seconds
-        out.append(_Fig(p, reach, units, requests, requests * work, requests * work_p95,
-                        requests * p.latency, requests * p.p95,
-                        p.cost * paid + requests * p.cost_per_request, p.tokens * paid))
-        reach *= 1.0 - p.failure_rate
-    return out
-
-
-def _bounds(figs: Sequence[_Fig], workers: int, *, p95: bool = False) -> list[Bottleneck]:
-    """Every limit's throughput (items/min), the workers first."""
-    work = sum(f.work_p95 if p95 else f.work for f in figs)
-    out = [Bottleneck("workers", "workers", 60.0 * workers / work if work > 0 else math.inf,
-                      f"{plural(workers, 'worker')} ÷ {num(work)} s of work per item"
-                      f" = {num(60.0 * workers / work) if work > 0 else 'no limit'} items/min")]
-    for f in figs:
-        p, rate = f.profile, f.profile.rate
-        if rate is not None and f.requests > 0:
-            per_min = 60.0 * rate.per_second / f.requests
-            out.append(Bottleneck(p.name, "rate_limit", per_min,
-                                  f"{p.name}: {num(rate.calls)} calls/{rate_unit(rate)} ÷ "
-                                  f"{num(f.requests)} calls/item = {num(per_min)} items/min"))
-        seconds = f.busy_p95 if p95 else f.busy
-        if p.concurrency is not None and seconds > 0:
-            per_min = 60.0 * p.concurrency / seconds
-            latency = p.p95 if p95 else p.latency
-            out.append(Bottleneck(p.name, "concurrency", per_min,
-                                  f"{p.name}: concurrency {p.concurrency} ÷ ({num(f.requests)} "
-                                  f"calls/item × {num(latency)} s/call) = {num(per_min)} "
-                                  "items/min"))
-    return out
-
-
-def _slowest(bounds: Sequence[Bottleneck]) -> Bottleneck:
-    # on a tie a limit is named rather than the workers: more workers would not help
-    best = min(bounds, key=lambda b: (round(b.items_per_min, 9), b.kind == "workers"),
-               default=None)
-    if best is None or math.isinf(best.items_per_min):
-        return Bottleneck("none", "none", math.inf, "no step takes time or calls a limit")
-    return best
 
 
 class Projection:
@@ -396,14 +253,17 @@ class Projection:
 
     Attributes:
         steps: the step profiles, in pipeline order.
-        volume, workers, chunk_size: what is projected (chunk_size None: full batches).
+        volume, workers, chunk_size: what is projected (chunk_size None: the
+            steady state, full request batches).
         deadline: seconds or None; budget: USD or None.
         seconds: projected wall time at p50 latencies; seconds_p95: every call at p95.
         cost: projected USD; cost_per_item: cost / volume.
-        items_per_min: the pipeline's throughput; bottleneck: the limit that sets it.
+        items_per_min: the pipeline's throughput; bottleneck: the step that takes
+            the most time and what binds it.
         calls: projected requests in all; tokens: tokens in all.
         expected_done / expected_failed: items projected to end done / failed.
         meets_deadline / meets_budget: True/False, None when not given.
+        sample: what ``batch.plan`` measured the profiles from (None for ``project``).
 
     Example:
         >>> proj = project([StepProfile("a", calls=2, latency=0.5, cost=0.01)],
@@ -419,12 +279,12 @@ class Projection:
         self.volume, self.workers, self.chunk_size = volume, workers, chunk_size
         self.deadline, self.budget = deadline, budget
         self._figs = _figures(self.steps, chunk_size)
-        self._bounds = _bounds(self._figs, workers)
-        self.bottleneck = _slowest(self._bounds)
-        self.items_per_min = self.bottleneck.items_per_min
-        self.seconds = 60.0 * volume / self.items_per_min
-        self.seconds_p95 = 60.0 * volume / _slowest(_bounds(self._figs, workers, p95=True)
-                                                    ).items_per_min
+        self._terms = _terms(self._figs, volume=volume, workers=workers, chunk_size=chunk_size)
+        self.seconds = sum(t.seconds for t in self._terms)
+        self.seconds_p95 = sum(t.seconds for t in _terms(
+            self._figs, volume=volume, workers=workers, chunk_size=chunk_size, p95=True))
+        self.items_per_min = 60.0 * volume / self.seconds if self.seconds > 0 else math.inf
+        self.bottleneck = self._bottleneck()
         self.cost = volume * sum(f.cost for f in self._figs)
         self.cost_per_item = self.cost / volume
         self.calls = volume * sum(f.requests for f in self._figs)
@@ -439,6 +299,19 @@ class Projection:
         self.retry: RetryPolicy | None = None
         self.on_error: str | None = None
 
+    def _bottleneck(self) -> Bottleneck:
+        top = max(self._terms, key=lambda t: t.seconds)
+        if top.seconds <= 0 or top.kind == "none":
+            return Bottleneck("none", "none", math.inf, "no step takes time", 0.0)
+        per_item = top.parts[top.kind]
+        return Bottleneck(top.name, top.kind, 60.0 / per_item if per_item > 0 else math.inf,
+                          _why(top, self.workers, chunk=self._chunking),
+                          top.seconds / self.seconds)
+
+    @property
+    def _chunking(self) -> tuple[int, int] | None:
+        return None if self.chunk_size is None else (self.chunk_size, self.volume)
+
     def _carry(self, other: Projection) -> Projection:
         """``other`` with this projection's sample and run settings (for what-ifs)."""
         other.sample, other.name = self.sample, self.name
@@ -447,8 +320,9 @@ class Projection:
 
     @property
     def work_per_item(self) -> float:
-        """Seconds of one worker's time per item (p50), the sum over steps."""
-        return sum(f.work for f in self._figs)
+        """Seconds one worker needs per item with nothing else in the way: the calls' time
+        over the calls it keeps in flight, summed over the steps (steady state)."""
+        return sum(f.busy / f.profile.per_worker for f in self._figs)
 
     @property
     def table(self) -> pl.DataFrame:
@@ -456,8 +330,10 @@ class Projection:
 
         Columns: ``step``, ``calls`` (per item, as profiled), ``effective_calls``
         (requests per item entering the pipeline), ``reach``, ``latency_s``,
-        ``latency_p95_s``, ``seconds_per_item`` (worker time), ``share_of_time``,
-        ``rate_limit``, ``rate_items_per_min`` (what the rate limit allows),
+        ``latency_p95_s``, ``per_worker``, ``seconds_per_item``
+        (the step's projected time ÷ volume), ``share_of_time``, ``limited_by``
+        (``workers``, ``rate_limit``, ``concurrency``), ``rate_limit``,
+        ``rate_items_per_min`` (what the rate limit allows while the step runs),
         ``rate_limited_seconds`` (time the rate limit alone needs for the volume),
         ``concurrency``, ``concurrency_items_per_min``, ``calls_total``,
         ``cost_per_item``, ``cost_total``, ``tokens_total``, ``bottleneck``.
@@ -479,47 +355,73 @@ class Projection:
         """
         return alert_thresholds(self)
 
-    def at(self, *, volume: int | None = None, workers: int | None = None) -> Projection:
-        """The same plan at another volume or worker count (a what-if).
+    def at(self, *, volume: int | None = None, workers: int | None = None,
+           chunk_size: int | None = _KEEP, deadline: float | str | timedelta | None = _KEEP,
+           budget: float | None = _KEEP) -> Projection:
+        """The same plan at another volume, worker count, chunk size, deadline or budget.
+
+        A what-if: arguments left out keep the plan's values; ``chunk_size``,
+        ``deadline`` and ``budget`` may be set to None (steady state, none).
 
         Example:
             >>> proj = project([StepProfile("a", latency=1.0)], volume=60, workers=1)
-            >>> proj.at(workers=2).seconds
-            30.0
+            >>> proj.at(workers=2).seconds, proj.at(volume=30, chunk_size=10).seconds
+            (30.0, 30.0)
+            >>> proj.at(deadline="30s").meets_deadline
+            False
         """
+        chunk = self.chunk_size if chunk_size is _KEEP else chunk_size
+        if chunk is not None:
+            _whole("chunk_size", chunk, hint=" or None")
+        if deadline is _KEEP:
+            deadline = self.deadline
+        elif deadline is not None:
+            deadline = parse_duration(deadline)
+        if budget is _KEEP:
+            budget = self.budget
+        elif budget is not None and (not _is_number(budget) or budget <= 0):
+            raise ConfigError(f"budget must be USD > 0 or None, got {budget!r}")
         return self._carry(Projection(
             self.steps,
             volume=self.volume if volume is None else _whole("volume", volume),
             workers=self.workers if workers is None else _whole("workers", workers),
-            deadline=self.deadline, budget=self.budget, chunk_size=self.chunk_size))
+            deadline=deadline, budget=budget, chunk_size=chunk))
+
+    def _limits(self) -> list[tuple[_Term, str, float]]:
+        """Each rate-limited or capped step: (term, kind, seconds per item of the limit)."""
+        out = []
+        for t in _terms(self._figs, volume=self.volume, workers=self.workers, chunk_size=None):
+            limits = {k: v for k, v in t.parts.items() if k != "workers" and v > 0}
+            if limits:
+                kind, seconds = max(limits.items(), key=lambda kv: kv[1])
+                out.append((t, kind, seconds))
+        return out
 
     @property
     def saturation_workers(self) -> int | None:
-        """Workers from which a rate or concurrency limit sets the pace (None: no limit).
+        """Workers from which every rate-limited or capped step runs at its limit (None: none).
 
-        More workers than this only wait on the limit.
+        More workers than this only speed up the steps without a limit.
 
         Example:
             >>> project([StepProfile("s", calls=2, latency=3.0, rate_limit="60/min")],
             ...         volume=10, workers=1).saturation_workers
             3
         """
-        limit = self._limit()
-        if limit.kind == "none":
+        limits = self._limits()
+        if not limits:
             return None
-        return max(1, math.ceil(limit.items_per_min / 60.0 * self.work_per_item - _EPS))
-
-    def _limit(self) -> Bottleneck:
-        """The slowest limit that workers cannot buy (rate limits, concurrency caps)."""
-        return _slowest([b for b in self._bounds if b.kind != "workers"])
+        return max(max(1, math.ceil(t.fig.busy / (t.fig.profile.per_worker * s) - _EPS))
+                   for t, _, s in limits)
 
     def binding_volume(self, deadline: float | str | timedelta | None = None) -> Binding:
         """Where the rate or concurrency limits, not the workers, decide the deadline.
 
-        Up to ``Binding.volume`` items, enough workers meet the deadline; beyond
-        it the binding limit sets the time whatever the workers, and the fix is a
-        higher tier (``recommend`` says which). ``Binding.volume_at_workers`` is
-        where the plan's own workers miss it.
+        However many workers, every limited step takes at least its limit's time
+        per item, one step after another; so at most ``Binding.volume`` items fit
+        in the deadline, and beyond it the fix is a higher tier (``recommend``
+        says which). ``Binding.volume_at_workers`` is where the plan's own workers
+        miss it.
 
         Args:
             deadline: defaults to the projection's deadline.
@@ -533,19 +435,22 @@ class Projection:
             ...                volume=500, workers=5)
             >>> b = proj.binding_volume("8h")
             >>> b.volume, b.step, b.workers, b.volume_at_workers
-            (12000, 'contacts', 13, 4800)
+            (12000, 'contacts', 3, 4000)
         """
         if deadline is None and self.deadline is None:
             raise ConfigError("binding_volume needs a deadline: pass one or give the "
                               "projection a deadline (project(..., deadline='8h'))")
         d = parse_duration(deadline) if deadline is not None else self.deadline
         assert d is not None
-        at_workers = math.floor(self.items_per_min * d / 60.0 + _EPS)
-        limit = self._limit()
-        if limit.kind == "none":
+        at_workers = math.floor(self.items_per_min * d / 60.0 + _EPS) \
+            if math.isfinite(self.items_per_min) else 0
+        limits = self._limits()
+        if not limits:
             return Binding(d, None, None, "no rate limit or concurrency cap", None, at_workers)
-        return Binding(d, math.floor(limit.items_per_min * d / 60.0 + _EPS), limit.step,
-                       limit.why, self.saturation_workers, at_workers)
+        floor = sum(s for _, _, s in limits)
+        top, kind, _ = max(limits, key=lambda x: x[2])
+        return Binding(d, math.floor(d / floor + _EPS), top.name, _why(top, self.workers, kind),
+                       self.saturation_workers, at_workers)
 
     def scaling(self, volumes: Iterable[int], *, workers: int | str | None = None
                 ) -> pl.DataFrame:
@@ -554,13 +459,13 @@ class Projection:
         Args:
             volumes: the volumes to project.
             workers: None keeps the projection's workers; a number fixes them;
-                ``"auto"`` takes the recommended count at each volume.
+                ``"auto"`` takes the recommended count (and chunk size) at each volume.
 
         Returns:
             A frame with ``volume``, ``workers``, ``seconds``, ``seconds_p95``,
             ``cost``, ``cost_per_item``, ``items_per_min``, ``bottleneck`` (the
-            step, or ``workers``), ``meets_deadline`` and ``meets_budget`` (null
-            without a deadline / budget).
+            step), ``limited_by`` (what binds it), ``meets_deadline`` and
+            ``meets_budget`` (null without a deadline / budget).
 
         Example:
             >>> proj = project([StepProfile("a", latency=1.0, cost=0.1)], volume=60, workers=1)
@@ -580,6 +485,7 @@ class Projection:
                          "cost": proj.cost, "cost_per_item": proj.cost_per_item,
                          "items_per_min": proj.items_per_min,
                          "bottleneck": proj.bottleneck.step,
+                         "limited_by": proj.bottleneck.kind,
                          "meets_deadline": proj.meets_deadline,
                          "meets_budget": proj.meets_budget})
         if not rows:
@@ -591,12 +497,12 @@ class Projection:
         """Workers, chunk size and per-step concurrency for this volume, with the reasons.
 
         Workers: the smallest count whose projected time meets ``deadline x
-        headroom``, never more than the count from which a rate or concurrency
-        limit binds (more would only wait on it); without a deadline, that count.
-        The chunk size trades amortised checkpoints against failure isolation,
-        an even finish and full request batches (see ``reasons``). When the
-        deadline or budget cannot be met, ``actions`` say by how much and what
-        would meet them.
+        headroom``; without a deadline, the count from which every rate or
+        concurrency limit binds while its step runs; when no count meets it,
+        the count past which more workers save under 5%. The chunk size trades
+        amortised checkpoints against failure isolation, an even finish and full
+        request batches (see ``reasons``). When the deadline or budget cannot be
+        met, ``actions`` say by how much and what would meet them.
 
         Args:
             max_workers: the most workers to recommend.
@@ -653,6 +559,22 @@ class Projection:
                              retry=retry or self.retry or RetryPolicy(), on_error=on_error,
                              volumes=vols)
 
+    def plot(self, *, volumes: Iterable[int] | None = None,
+             workers: Iterable[int] | None = None) -> Figure:
+        """What-if charts: time and cost against volume and against workers (matplotlib).
+
+        Deadline and budget are drawn as lines; see ``batchkit._charts.plan``.
+
+        Example:
+            >>> fig = project([StepProfile("a", latency=1.0, cost=0.1)], volume=60,
+            ...               workers=2, budget=5).plot()
+            >>> len(fig.axes)
+            4
+        """
+        from ._charts.plan import plot_cost_time
+
+        return plot_cost_time(self, volumes=volumes, workers=workers)
+
     def __str__(self) -> str:
         return plain_text(self)
 
@@ -698,12 +620,12 @@ def project(steps: Sequence[StepProfile], *, volume: int, workers: int | None = 
         steps: the pipeline's step profiles, in order (``calibrate`` makes them
             from an attempt log).
         volume: items to run (> 0).
-        workers: workers, each running its items one at a time through the steps;
-            None takes ``recommend()``'s count.
+        workers: workers, each running chunks step by step; None takes
+            ``recommend()``'s count.
         deadline: seconds, a ``timedelta`` or ``"8h"`` / ``"30min"`` / ``"90s"``.
         budget: USD.
-        chunk_size: items per chunk (request batches are grouped within a
-            chunk); None projects full batches.
+        chunk_size: items per chunk (the projection follows the chunk rounds and
+            groups request batches within a chunk); None projects the steady state.
 
     Raises:
         ConfigError: a bad argument, named in the message.
@@ -729,5 +651,3 @@ def project(steps: Sequence[StepProfile], *, volume: int, workers: int | None = 
     if workers is None:
         workers = Projection(profiles, workers=1, **kw).recommend().workers
     return Projection(profiles, workers=workers, **kw)
-
-

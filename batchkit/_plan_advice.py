@@ -1,45 +1,49 @@
 """Recommendations from a projection: workers, chunk size, per-step concurrency, what would help.
 
 **Workers.** The smallest count whose projected time meets the deadline (times
-``headroom``): ``ceil(volume / target x work per item)``. Never more than the
-count from which the slowest rate or concurrency limit binds
-(``ceil(limit's items/s x work per item)``): more workers would only wait on it.
-Without a deadline, that count (capped by ``max_workers`` and the volume).
+``headroom``). The time falls with more workers until every rate-limited or
+capped step runs at its limit; after that only the unlimited steps get faster.
+Without a deadline: the count from which every limited step runs at its limit
+(``saturation_workers``), or ``max_workers`` when no step has a limit. When no
+count up to ``max_workers`` meets the deadline: the smallest count within 5% of
+the time ``max_workers`` would take (more would barely help), and ``actions``
+say what would meet it.
 
-**Chunk size.** Four forces, in this order of precedence:
+**Chunk size.** The projection with a chunk size counts what chunking costs:
+the last round's idle workers (an uneven finish), async steps' waves (a chunk
+smaller than ``per_worker`` leaves calls unused, every chunk waits for its
+slowest call) and request batches filled only within a chunk. So the size is
+the smallest whose projected time is within 2% of the fastest and whose
+batched steps make the fewest requests among those (full batches spare the
+service and the per-request price), among sizes from 1 s of a worker's time
+(a ~3 ms checkpoint commit, ../shared/FACTS.md, stays under 1%; less when that
+leaves a worker without a chunk) up to 5 minutes (a crash loses the chunks in
+flight: the workers redo at most that) and the volume. If the deadline is still
+missed there, one more worker is added until it is met.
 
-1. an even finish: at least 8 chunks per worker, so the last round leaves
-   workers idle for at most an eighth of their share;
-2. failure isolation: at most 5 minutes of one worker's work per chunk, so a
-   crash (which loses the chunks in flight) makes a worker redo at most that;
-3. full request batches: batched steps group their calls within a chunk, so a
-   chunk should hold enough items to fill one request;
-4. amortised checkpoints: at least 1 s of work per chunk, so the ~3 ms commit
-   of each checkpoint (../shared/FACTS.md) costs under 1%.
-
-The size is ``min(max(4, 3), 1, 2)``: as large as 3 and 4 want, as small as 1
-and 2 demand.
-
-**Concurrency.** A step's own cap is kept. Otherwise the calls in flight at the
-projected throughput with p95 latency (Little's law: items/s x seconds in the
-step), rounded up, at most one per worker (workers run items one at a time):
-a cap that protects the service without slowing the plan.
+**Concurrency.** A step's own cap is kept. Otherwise the calls in flight while
+the step runs, at its pace and p95 latency (Little's law), rounded up, at most
+workers x ``per_worker``: a cap that protects the service without slowing the plan.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from ._plan import _EPS, Projection, _Fig
+from ._plan import Projection
+from ._plan_model import _EPS
 from ._plan_report import num, pct, plural, rate_unit, seconds_text, usd
+from ._ratelimit import RateLimit
 
 __all__ = ["Recommendation", "recommend"]
 
 _MIN_CHUNK_S = 1.0      # least work per chunk: a ~3 ms checkpoint commit stays under 1%
 _MAX_CHUNK_S = 300.0    # most work per chunk: a crash makes a worker redo at most 5 min
-_CHUNKS_PER_WORKER = 8  # an even finish: the idle tail is at most 1/8 of a worker's share
 _MAX_CHUNK = 10_000
+_DIMINISHING = 1.05     # more workers than this close to the best time barely help
+_CLOSE = 1.02           # chunk sizes this close to the fastest are as good: take the smallest
 COMMIT_S = 0.003        # one checkpoint commit (fdatasync), ../shared/FACTS.md
 
 
@@ -60,7 +64,7 @@ class Recommendation:
         >>> proj = project([StepProfile("contacts", calls=2, latency=1.0, rate_limit="50/min")],
         ...                volume=600, workers=1, deadline="10min")
         >>> print(proj.recommend().actions[1])
-        needs a higher tier on contacts: 50/min → 120/min
+        needs a higher tier on contacts: 50/min → 120/min, with 2 workers
     """
 
     workers: int
@@ -103,90 +107,184 @@ class Recommendation:
                          + [f"- **{a}**" for a in self.actions])
 
 
+def _smallest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """The smallest ``n`` in ``lo..hi`` with ``ok(n)`` (``ok`` monotone), or None."""
+    if hi < lo or not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _steady(proj: Projection, workers: int) -> float:
+    return proj.at(workers=workers, chunk_size=None).seconds
+
+
 def _workers(proj: Projection, target: float | None, max_workers: int) -> tuple[int, str]:
     """The worker count before chunking, and why."""
-    work, volume = proj.work_per_item, proj.volume
-    if work <= 0:
+    if proj.work_per_item <= 0:
         return 1, "the steps take no worker time"
-    limit = proj._limit()
-    limit_s = limit.items_per_min / 60.0
+    cap = max(1, min(max_workers, proj.volume))
     saturate = proj.saturation_workers
-    if target is not None and volume / target <= limit_s + _EPS:
-        need = volume / target
-        count = max(1, math.ceil(need * work - _EPS))
-        why = (f"the smallest count that meets {seconds_text(target)}: {volume:,} items need "
-               f"{num(60 * need)} items/min, and each worker does 60 ÷ {num(work)} s "
-               f"= {num(60 / work)} items/min")
-    elif saturate is not None:
-        count = saturate
-        why = (f"the count from which the binding limit sets the pace ({limit.why}); "
-               "more would only wait on it")
-    else:
-        count = max_workers
-        why = f"no deadline and no rate or concurrency limit: max_workers={max_workers}"
-    if count > max_workers:
-        why += f"; capped at max_workers={max_workers} (needs {count})"
-    if count > volume:
-        why += f"; capped at the volume ({volume:,} items)"
-    return max(1, min(count, max_workers, volume)), why
+    limits = proj._limits()
+    if target is None:
+        if saturate is None:
+            return cap, f"no deadline and no rate or concurrency limit: max_workers={max_workers}"
+        top = max(limits, key=lambda x: x[2])
+        why = (f"the count from which every rate-limited or capped step runs at its limit "
+               f"(the largest: {_why_of(proj, top)}); more only speed up the other steps")
+        if saturate > cap:
+            why += f"; capped at {cap} (needs {saturate})"
+        return min(saturate, cap), why
+    count = _smallest(1, cap, lambda w: _steady(proj, w) <= target + _EPS)
+    if count is not None:
+        need = proj.volume / target
+        give = "gives" if count == 1 else "give"
+        return count, (f"the smallest count that meets {seconds_text(target)}: {proj.volume:,} "
+                       f"items need {num(60 * need)} items/min; {plural(count, 'worker')} "
+                       f"{give} {num(proj.at(workers=count, chunk_size=None).items_per_min)}")
+    best = _steady(proj, cap)
+    count = _smallest(1, cap, lambda w: _steady(proj, w) <= _DIMINISHING * best + _EPS) or cap
+    floor = sum(s for _, _, s in limits) * proj.volume
+    why = (f"no count up to {cap} meets {seconds_text(target)} (with {cap} workers: "
+           f"{seconds_text(best)}"
+           + (f"; the limits alone take {seconds_text(floor)}" if floor > 0 else "")
+           + f"); {count} is within 5% of that, more would barely help")
+    return count, why
+
+
+def _why_of(proj: Projection, limit: tuple[object, str, float]) -> str:
+    from ._plan_model import _why
+
+    term, kind, _ = limit
+    return _why(term, proj.workers, kind)  # type: ignore[arg-type]
 
 
 def _chunk(proj: Projection, workers: int) -> tuple[int, str]:
-    """The chunk size at ``workers`` (full batches assumed while choosing), and why."""
-    plan = proj.at(workers=workers)
-    per_item = 60.0 * workers / plan.items_per_min if plan.items_per_min > 0 else 0.0
-    if math.isinf(plan.items_per_min):
-        per_item = 0.0
-    lo = math.ceil(_MIN_CHUNK_S / per_item - _EPS) if per_item > 0 else _MAX_CHUNK
-    hi_loss = max(1, math.floor(_MAX_CHUNK_S / per_item + _EPS)) if per_item > 0 else _MAX_CHUNK
-    hi_even = max(1, proj.volume // (_CHUNKS_PER_WORKER * workers))
-    fills = [(math.ceil(f.profile.batch_size / f.units - _EPS), f) for f in plan._figs
-             if f.profile.batch_size and f.units > 0]
-    fill, fig = max(fills, key=lambda t: t[0]) if fills else (1, None)
-    want = max(lo, fill, 1)
-    size = max(1, min(want, hi_even, hi_loss, _MAX_CHUNK))
+    """The chunk size at ``workers``, and why (see the module docs)."""
+    steady = proj.at(workers=workers, chunk_size=None)
+    per_item = workers * steady.seconds / proj.volume  # a worker's wall time per item
+    if per_item <= 0:
+        return 1, "chunk size 1: the steps take no time"
+    hi = max(1, min(proj.volume, _MAX_CHUNK, math.floor(_MAX_CHUNK_S / per_item + _EPS)))
+    every = math.ceil(proj.volume / workers)  # one chunk per worker
+    lo = max(1, min(hi, every, math.ceil(_MIN_CHUNK_S / per_item - _EPS)))
+    sizes = {lo, hi} | {s for s in (round(lo * 1.3 ** j) for j in range(40)) if s <= hi}
+    sizes |= {c for r in range(1, 65) if lo <= (c := math.ceil(proj.volume / (workers * r)))
+              <= hi}  # the sizes that make whole rounds
+    plans = {c: _at_chunk(proj, workers, c) for c in sorted(sizes)}
+    best = min(p.seconds for p in plans.values())
+    fast = {c: p for c, p in plans.items() if p.seconds <= _CLOSE * best + _EPS}
+
+    def batched(p: Projection) -> float:  # requests of the batched steps
+        return sum(f.requests for f in p._figs if f.profile.batch_size)
+    fewest = min(batched(p) for p in fast.values())
+    size = min(c for c, p in fast.items() if batched(p) <= fewest * (1 + 1e-9) + _EPS)
     chunks = math.ceil(proj.volume / size)
-    parts = [f"{seconds_text(size * per_item)} of work per chunk, {chunks:,} chunks "
-             f"({num(chunks / workers)} per worker)"]
-    if per_item > 0:
-        parts.append(f"checkpoint commits (~3 ms each) cost {pct(COMMIT_S / (size * per_item))} "
-                     "of the work")
-    if fig is not None:
-        batch = fig.profile.batch_size
-        if size >= fill:
-            parts.append(f"fills {fig.profile.name}'s requests ({batch} per request) "
-                         "within each chunk")
-        else:
-            parts.append(f"{fig.profile.name}'s requests go {num(size * fig.units)} of "
-                         f"{batch} full (a full one needs {fill} items per chunk)")
-    if size == hi_even and hi_even < want:
-        parts.append(f"kept to {hi_even} so each worker gets at least {_CHUNKS_PER_WORKER} "
-                     "chunks and they finish together")
-    elif size == hi_loss and hi_loss < want:
-        parts.append(f"kept to at most {seconds_text(_MAX_CHUNK_S)} of work per chunk: a crash "
-                     "makes a worker redo at most that")
+    plan = plans[size]
+    parts = [f"the smallest size within 2% of the fastest projection ({seconds_text(best)}: "
+             "chunk rounds, async waves and request batches counted) with the fewest "
+             f"batched requests, among sizes from {lo} (1 s of a worker's time, or one chunk per "
+             f"worker) to {hi} ({seconds_text(_MAX_CHUNK_S)} of it, or the volume)",
+             f"{seconds_text(size * per_item)} per chunk, {plural(chunks, 'chunk')} "
+             f"({num(chunks / workers)} per worker)",
+             f"checkpoint commits (~3 ms each) cost {pct(COMMIT_S / (size * per_item))} of it"]
+    for f in plan._figs:
+        p = f.profile
+        if p.batch_size and f.units > 0:
+            fill = math.ceil(p.batch_size / f.units - _EPS)
+            parts.append(f"fills {p.name}'s requests ({p.batch_size} per request)"
+                         if size >= fill else f"{p.name}'s requests go {num(size * f.units)} "
+                         f"of {p.batch_size} full (a full one needs {fill} items per chunk)")
+        if p.per_worker > 1 and f.requests > 0 and size * f.requests < p.per_worker:
+            parts.append(f"{p.name} keeps {num(size * f.requests)} of its {p.per_worker} "
+                         "calls in flight per worker busy")
+    if size == hi and hi < proj.volume:
+        parts.append(f"kept to at most {seconds_text(_MAX_CHUNK_S)} of a worker's time per "
+                     "chunk: a crash makes the workers redo at most that")
     return size, f"chunk size {size}: " + "; ".join(parts)
 
 
 def _concurrency(plan: Projection) -> tuple[dict[str, int], list[str]]:
-    per_s = plan.items_per_min / 60.0
     caps, auto, reasons = {}, [], []
-    for f in plan._figs:
-        p = f.profile
+    for t in plan._terms:
+        p, f = t.fig.profile, t.fig
         if p.concurrency is not None:
             caps[p.name] = p.concurrency
-            allows = 60.0 * p.concurrency / f.busy if f.busy > 0 else math.inf
-            binds = plan.bottleneck.kind == "concurrency" and plan.bottleneck.step == p.name
+            allows = 60.0 / t.parts["concurrency"] if t.parts.get("concurrency") else math.inf
+            binds = t.kind == "concurrency"
             reasons.append(f"{p.name}: your concurrency cap {p.concurrency} allows "
                            f"{num(allows)} items/min" + (" and binds" if binds else ""))
             continue
-        inflight = per_s * f.busy_p95 if math.isfinite(per_s) else 0.0
-        caps[p.name] = max(1, min(plan.workers, math.ceil(inflight - _EPS)))
+        per_item = max(t.parts.values())  # seconds per item while the step runs
+        inflight = f.busy_p95 / per_item if per_item > 0 else 0.0
+        caps[p.name] = max(1, min(plan.workers * p.per_worker, math.ceil(inflight - _EPS)))
         auto.append(f"{p.name} {caps[p.name]} (≈{num(inflight)} in flight)")
     if auto:
-        reasons.append("concurrency (calls in flight at p95 latency by Little's law, at most "
-                       f"one per worker): {', '.join(auto)}")
+        reasons.append("concurrency (calls in flight while the step runs, at p95 latency by "
+                       f"Little's law, at most workers x calls per worker): {', '.join(auto)}")
     return caps, reasons
+
+
+def _raised(plan: Projection, factor: float, workers: int) -> Projection:
+    """The plan with every rate limit and concurrency cap ``factor`` times higher."""
+    steps = []
+    for p in plan.steps:
+        rate = p.rate
+        steps.append(replace(
+            p, rate_limit=RateLimit(rate.calls * factor, per=rate.per, burst=rate.burst)
+            if rate is not None else None,
+            concurrency=math.ceil(p.concurrency * factor - _EPS)
+            if p.concurrency is not None else None))
+    return plan._carry(Projection(steps, volume=plan.volume, workers=workers,
+                                  deadline=plan.deadline, budget=plan.budget,
+                                  chunk_size=plan.chunk_size))
+
+
+def _tiers(plan: Projection, max_workers: int) -> list[str]:
+    """What higher limits (and how many workers) would meet the deadline, or []."""
+    deadline = plan.deadline
+    assert deadline is not None
+    if not plan._limits():
+        return []
+    cap = max(1, min(max_workers, plan.volume))
+
+    def meets(w: int, factor: float) -> bool:
+        return _raised(plan, factor, w).seconds <= deadline + _EPS
+
+    top = 1e4
+    workers = _smallest(plan.workers, cap, lambda w: meets(w, top)) if cap >= plan.workers \
+        else None
+    if workers is None:
+        return []
+    lo, hi = 1.0, top
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if meets(workers, mid) else (mid, hi)
+    raised = _raised(plan, hi, workers)
+    base = plan.at(workers=workers)
+    out = []
+    for t, r in zip(base._terms, raised._terms, strict=True):
+        p = t.fig.profile
+        if t.kind == "rate_limit" and p.rate is not None:
+            # just enough for the step to take what it takes at the raised limit
+            needed = t.parts["rate_limit"] / max(r.parts.get("rate_limit", 0.0),
+                                                 t.parts["workers"], _EPS)
+            tier = math.ceil(p.rate.calls * min(hi, needed) - _EPS)
+            out.append(f"needs a higher tier on {p.name}: {num(p.rate.calls)}/"
+                       f"{rate_unit(p.rate)} → {tier}/{rate_unit(p.rate)}")
+        elif t.kind == "concurrency" and p.concurrency is not None:
+            needed = t.parts["concurrency"] / max(r.parts.get("concurrency", 0.0),
+                                                  t.parts["workers"], _EPS)
+            out.append(f"needs concurrency on {p.name}: {p.concurrency} → "
+                       f"{math.ceil(p.concurrency * min(hi, needed) - _EPS)}")
+    if out and workers != plan.workers:
+        out[-1] += f", with {plural(workers, 'worker')}"
+    return out
 
 
 def _actions(plan: Projection, max_workers: int) -> list[str]:
@@ -196,26 +294,14 @@ def _actions(plan: Projection, max_workers: int) -> list[str]:
         over = plan.seconds - deadline
         out.append(f"misses the {seconds_text(deadline)} deadline by {seconds_text(over)} "
                    f"({pct(over / deadline)}): projected {seconds_text(plan.seconds)}")
-        need = volume / deadline
-        figs = {f.profile.name: f for f in plan._figs}
-        for b in plan._bounds:
-            if b.kind == "workers" or b.items_per_min / 60.0 >= need - _EPS:
-                continue
-            f: _Fig = figs[b.step]
-            rate = f.profile.rate
-            if b.kind == "rate_limit" and rate is not None:
-                tier = math.ceil(need * f.requests * rate.per - _EPS)
-                out.append(f"needs a higher tier on {b.step}: {num(rate.calls)}/{rate_unit(rate)}"
-                           f" → {tier}/{rate_unit(rate)}")
-            elif b.kind == "concurrency":
-                out.append(f"needs concurrency on {b.step}: {f.profile.concurrency} → "
-                           f"{math.ceil(need * f.busy - _EPS)}")
-        needed = math.ceil(need * plan.work_per_item - _EPS)
-        if needed > plan.workers:
-            note = f" (more than max_workers={max_workers})" if needed > max_workers else ""
-            raised = " with those limits raised" if len(out) > 1 else ""
-            out.append(f"needs {needed} workers{raised}{note}")
-        fits = math.floor(plan.items_per_min * deadline / 60.0 + _EPS)
+        cap = max(1, min(max_workers, volume))
+        more = _smallest(plan.workers, cap, lambda w: plan.at(workers=w).seconds
+                         <= deadline + _EPS) if cap > plan.workers else None
+        if more is not None:
+            out.append(f"needs {plural(more, 'worker')}")
+        else:
+            out += _tiers(plan, max_workers)
+        fits = math.floor(volume * deadline / plan.seconds + _EPS)
         out.append(f"or allow {seconds_text(plan.seconds)}, or run at most {fits:,} items "
                    "by the deadline")
     if budget is not None and plan.meets_budget is False:
@@ -234,24 +320,26 @@ def _actions(plan: Projection, max_workers: int) -> list[str]:
     return out
 
 
+def _at_chunk(proj: Projection, workers: int, chunk: int) -> Projection:
+    return proj._carry(Projection(proj.steps, volume=proj.volume, workers=workers,
+                                  deadline=proj.deadline, budget=proj.budget, chunk_size=chunk))
+
+
 def recommend(proj: Projection, *, max_workers: int, headroom: float) -> Recommendation:
     """See ``Projection.recommend`` (arguments checked there)."""
     target = None if proj.deadline is None else proj.deadline * headroom
     workers, why_workers = _workers(proj, target, max_workers)
-    first = workers
+    first, cap = workers, max(1, min(max_workers, proj.volume))
     while True:
         chunk, why_chunk = _chunk(proj, workers)
-        plan = proj._carry(Projection(proj.steps, volume=proj.volume, workers=workers,
-                                      deadline=proj.deadline, budget=proj.budget,
-                                      chunk_size=chunk))
-        more_helps = plan._limit().items_per_min > plan.items_per_min * (1 + 1e-9)
-        if (target is None or plan.seconds <= target + _EPS or not more_helps
-                or workers >= min(max_workers, proj.volume)):
-            break
-        workers += 1  # partly filled batches at this chunk size cost worker time
+        plan = _at_chunk(proj, workers, chunk)
+        if target is None or plan.seconds <= target + _EPS or workers >= cap or \
+                _steady(proj, workers) > target + _EPS:
+            break  # met, or missed whatever the chunks: more workers are not the fix
+        workers += 1  # chunk rounds, async waves and partly filled batches cost time
     if workers > first:
-        why_workers += (f"; {workers} rather than {first}: the chunk size leaves request "
-                        "batches partly filled")
+        why_workers += (f"; {workers} rather than {first}: chunk rounds, async waves and "
+                        "partly filled request batches take time at this chunk size")
     if proj.chunk_size is not None and proj.chunk_size != chunk:
         why_chunk += f" (the plan has {proj.chunk_size})"
     caps, why_caps = _concurrency(plan)
@@ -261,14 +349,14 @@ def recommend(proj: Projection, *, max_workers: int, headroom: float) -> Recomme
         time += f", {pct(plan.seconds / proj.deadline)} of the {seconds_text(proj.deadline)} " \
                 "deadline"
         if plan.meets_deadline and plan.seconds_p95 > proj.deadline + _EPS:
-            work95 = sum(f.work_p95 for f in plan._figs)
-            safe = math.ceil(proj.volume / proj.deadline * work95 - _EPS)
-            time += (f"; at p95 latencies it misses the deadline, which {plural(safe, 'worker')} "
-                     "would meet if the limits allow")
+            time += "; at p95 latencies it misses the deadline"
     cost = f"cost {usd(plan.cost)} ({usd(plan.cost_per_item)}/item)"
     if proj.budget is not None:
         cost += f", {pct(plan.cost / proj.budget)} of the {usd(proj.budget)} budget"
-    reasons = (f"{plural(workers, 'worker')}: {why_workers}", f"bottleneck: {plan.bottleneck.why}",
-               why_chunk, *why_caps, time, cost)
+    b = plan.bottleneck
+    reasons = (f"{plural(workers, 'worker')}: {why_workers}",
+               f"bottleneck: {b.why}, {pct(b.share)} of the time", why_chunk, *why_caps, time,
+               cost)
     return Recommendation(workers, chunk, caps, plan, tuple(reasons),
                           tuple(_actions(plan, max_workers)))
+

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from ._plan import Projection
     from ._policy import RetryPolicy
 
-__all__ = ["alert_thresholds", "num", "pct", "plain_text", "plural", "rate_unit", "render_html",
-           "render_markdown", "render_report", "seconds_text", "table_frame", "usd"]
+__all__ = ["alert_thresholds", "binding_text", "num", "pct", "plain_text", "plural", "rate_unit",
+           "render_html", "render_markdown", "render_report", "seconds_text", "secs",
+           "table_frame", "usd"]
 
 _COMMIT_S = 0.003  # one checkpoint commit (fdatasync), ../shared/FACTS.md
+_KINDS = {"workers": "workers", "rate_limit": "rate limit", "concurrency": "concurrency cap",
+          "none": "nothing"}
 
 
 def num(x: float) -> str:
@@ -41,6 +44,16 @@ def num(x: float) -> str:
     if float(x).is_integer():
         return str(int(x))
     return f"{x:.3g}"
+
+
+def secs(x: float) -> str:
+    """Seconds for arithmetic: ``s`` from 1 s (and 0), ``ms`` below, three digits.
+
+    Example:
+        >>> secs(16), secs(1.5), secs(0.0433), secs(0.0000041), secs(0)
+        ('16 s', '1.5 s', '43.3 ms', '0.0041 ms', '0 s')
+    """
+    return f"{num(x)} s" if x >= 1 or x == 0 else f"{num(x * 1000)} ms"
 
 
 def usd(x: float) -> str:
@@ -73,7 +86,7 @@ def plural(n: int, word: str) -> str:
         >>> plural(1, "worker"), plural(5, "worker")
         ('1 worker', '5 workers')
     """
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def seconds_text(seconds: float) -> str:
@@ -131,17 +144,20 @@ def _summary(proj: Projection) -> list[tuple[str, str]]:
     ]
 
 
+def _limit_text(proj: Projection, t: Any) -> str:
+    """What a step's rate or concurrency limit allows while it runs, or "no limit"."""
+    limits = [v for k, v in t.parts.items() if k != "workers" and v > 0]
+    return f"{num(60.0 / max(limits))} items/min" if limits else "no limit"
+
+
 def _step_table(proj: Projection) -> tuple[list[str], list[list[str]]]:
-    header = ["step", "calls/item", "time/item", "limit allows", "cost/item", "binds"]
+    header = ["step", "calls/item", "time/item", "limited by", "limit allows", "cost/item",
+              "binds"]
     rows = []
-    for f in proj._figs:
-        caps = [b.items_per_min for b in proj._bounds if b.step == f.profile.name
-                and b.kind in ("rate_limit", "concurrency")]
-        binds = (proj.bottleneck.step == f.profile.name
-                 and proj.bottleneck.kind in ("rate_limit", "concurrency"))
-        rows.append([f.profile.name, num(f.requests), seconds_text(f.work),
-                     f"{num(min(caps))} items/min" if caps else "no limit", usd(f.cost),
-                     "yes" if binds else ""])
+    for t in proj._terms:
+        rows.append([t.name, num(t.fig.requests), seconds_text(t.seconds / proj.volume),
+                     _KINDS.get(t.kind, t.kind), _limit_text(proj, t), usd(t.fig.cost),
+                     "yes" if proj.bottleneck.step == t.name else ""])
     return header, rows
 
 
@@ -181,31 +197,43 @@ def render_html(proj: Projection) -> str:
 
 def table_frame(proj: Projection) -> pl.DataFrame:
     """The per-step frame of ``Projection.table``."""
-    work = proj.work_per_item
     rows = []
-    for f in proj._figs:
+    for t in proj._terms:
+        f = t.fig
         p, rate = f.profile, f.profile.rate
-        rate_b = [b for b in proj._bounds if b.step == p.name and b.kind == "rate_limit"]
-        conc_b = [b for b in proj._bounds if b.step == p.name and b.kind == "concurrency"]
+        rate_s, cap_s = t.parts.get("rate_limit"), t.parts.get("concurrency")
         rows.append({
             "step": p.name, "calls": float(p.calls), "effective_calls": f.requests,
             "reach": f.reach, "latency_s": float(p.latency), "latency_p95_s": float(p.p95),
-            "seconds_per_item": f.work, "share_of_time": f.work / work if work else 0.0,
-            "rate_limit": str(rate) if rate else None,
-            "rate_items_per_min": rate_b[0].items_per_min if rate_b else None,
+            "per_worker": p.per_worker,
+            "seconds_per_item": t.seconds / proj.volume,
+            "share_of_time": t.seconds / proj.seconds if proj.seconds else 0.0,
+            "limited_by": t.kind, "rate_limit": str(rate) if rate else None,
+            "rate_items_per_min": 60.0 / rate_s if rate_s else None,
             "rate_limited_seconds": (proj.volume * f.requests / rate.per_second
                                      if rate else None),
             "concurrency": p.concurrency,
-            "concurrency_items_per_min": conc_b[0].items_per_min if conc_b else None,
+            "concurrency_items_per_min": 60.0 / cap_s if cap_s else None,
             "calls_total": proj.volume * f.requests, "cost_per_item": f.cost,
             "cost_total": proj.volume * f.cost, "tokens_total": proj.volume * f.tokens,
-            "bottleneck": (p.name == proj.bottleneck.step
-                           and proj.bottleneck.kind in ("rate_limit", "concurrency")),
+            "bottleneck": p.name == proj.bottleneck.step,
         })
     schema = {"step": pl.String, "rate_limit": pl.String, "concurrency": pl.Int64,
-              "bottleneck": pl.Boolean, "rate_items_per_min": pl.Float64,
-              "rate_limited_seconds": pl.Float64, "concurrency_items_per_min": pl.Float64}
+              "per_worker": pl.Int64, "limited_by": pl.String, "bottleneck": pl.Boolean,
+              "rate_items_per_min": pl.Float64, "rate_limited_seconds": pl.Float64,
+              "concurrency_items_per_min": pl.Float64}
     return pl.DataFrame(rows, schema_overrides=schema)
+
+
+def binding_text(b: Any) -> str:
+    """A ``Binding`` in words."""
+    if b.volume is None:
+        return (f"no rate or concurrency limit: more workers always help; the plan's "
+                f"workers finish {b.volume_at_workers:,} items in {seconds_text(b.deadline)}")
+    return (f"with enough workers ({b.workers} or more) every limited step runs at its "
+            f"limit, one after another, so at most {b.volume:,} items fit in "
+            f"{seconds_text(b.deadline)} (the largest: {b.why}); the plan's workers "
+            f"finish {b.volume_at_workers:,}")
 
 
 # -- the architecture report --------------------------------------------------------------
@@ -214,14 +242,18 @@ def _workflow(proj: Projection) -> list[str]:
     header = ["step", "calls/item", "latency p50 / p95", "time/item", "parallel",
               "rate limit", "batching", "cache hits", "retries", "failures", "cost/item"]
     rows = []
-    limits = {(b.step, b.kind): b for b in proj._bounds}
-    for f in proj._figs:
+    for t in proj._terms:
+        f = t.fig
         p, rate = f.profile, f.profile.rate
-        rb = limits.get((p.name, "rate_limit"))
+        rate_s = t.parts.get("rate_limit")
+        parallel = (f"{p.per_worker} calls in flight per worker" if p.per_worker > 1
+                    else "one call at a time per worker")
+        if p.concurrency:
+            parallel += f", at most {p.concurrency} in all"
         rows.append([
-            p.name, num(p.calls), f"{num(p.latency)} s / {num(p.p95)} s", seconds_text(f.work),
-            f"yes, at most {p.concurrency} in flight" if p.concurrency else "yes",
-            f"{rate}: at most {num(rb.items_per_min)} items/min" if rate and rb else
+            p.name, num(p.calls), f"{secs(p.latency)} / {secs(p.p95)}",
+            seconds_text(t.seconds / proj.volume), parallel,
+            f"{rate}: at most {num(60.0 / rate_s)} items/min" if rate and rate_s else
             (str(rate) if rate else "none"),
             f"{p.batch_size} per request: {num(f.requests)} requests/item" if p.batch_size
             else "no",
@@ -230,15 +262,18 @@ def _workflow(proj: Projection) -> list[str]:
             pct(p.failure_rate) if p.failure_rate else "none measured",
             usd(f.cost),
         ])
-    work = proj.work_per_item
-    top = sorted(proj._figs, key=lambda f: f.work, reverse=True)[:3]
-    where = ", ".join(f"{f.profile.name} {pct(f.work / work)}" for f in top if work > 0)
+    top = sorted(proj._terms, key=lambda t: t.seconds, reverse=True)[:3]
+    where = ", ".join(f"{t.name} {pct(t.seconds / proj.seconds)} ({_KINDS[t.kind]})"
+                      for t in top if proj.seconds > 0 and t.seconds > 0)
     out = ["## 1. Workflow analysis", "",
-           f"Each item goes through {len(proj.steps)} steps in order; one worker spends "
-           f"{seconds_text(work)} per item on them (p50 latencies). Calls per item count "
-           "cache hits, retries and request batching.", "", _md_table(header, rows), ""]
+           f"Each item goes through {len(proj.steps)} steps in order. A worker runs its "
+           "chunk step by step (every item of the chunk through one step, then the next), "
+           "so the steps' times add up and a rate limit is used only while its step runs. "
+           f"One worker alone needs {seconds_text(proj.work_per_item)} per item. Calls per "
+           "item count cache hits, retries and request batching.", "",
+           _md_table(header, rows), ""]
     if where:
-        out += [f"Where the time goes: {where} of a worker's time.", ""]
+        out += [f"Where the time goes: {where}.", ""]
     points = [f"- {f.profile.name}: {pct(f.profile.failure_rate)} of the items that reach it "
               f"fail (about {num(proj.volume * f.reach * f.profile.failure_rate)} of "
               f"{proj.volume:,})" for f in proj._figs if f.profile.failure_rate]
@@ -251,17 +286,24 @@ def _workflow(proj: Projection) -> list[str]:
 
 
 def _parallelism(proj: Projection, rec: Any) -> list[str]:
+    from ._plan_model import _why
+
     rows = []
-    for b in proj._bounds:
-        name = "workers" if b.kind == "workers" else f"{b.step} ({b.kind.replace('_', ' ')})"
-        rows.append([name, b.why, "yes" if b is proj.bottleneck else ""])
+    for t in proj._terms:
+        arithmetic = "; ".join(_why(t, proj.workers, kind, chunk=proj._chunking)
+                               for kind in t.parts
+                               if t.parts[kind] > 0) or "takes no time"
+        rows.append([t.name, _KINDS[t.kind], arithmetic,
+                     seconds_text(t.seconds / proj.volume),
+                     pct(t.seconds / proj.seconds) if proj.seconds else "0%",
+                     "yes" if t.name == proj.bottleneck.step else ""])
     out = ["## 2. Chunking and parallelism", "",
-           f"Throughput limits with {plural(proj.workers, 'worker')} "
-           "(the smallest sets the pace):", "",
-           _md_table(["limit", "arithmetic", "binds"], rows), "",
+           f"Each step's pace with {plural(proj.workers, 'worker')} (the slowest of its "
+           "limits sets it; the steps' times add up):", "",
+           _md_table(["step", "limited by", "arithmetic", "time/item", "share", "bottleneck"],
+                     rows), "",
            f"Recommended configuration: {plural(rec.workers, 'worker')}, chunks of "
-           f"{rec.chunk_size} "
-           "items, items one at a time within a chunk on each worker.", ""]
+           f"{plural(rec.chunk_size, 'item')}, each chunk run step by step on one worker.", ""]
     out += [f"- {r}" for r in rec.reasons]
     out += ["- backend: threads, since the steps wait on external calls (a waiting thread "
             "holds no CPU); use processes only for CPU-heavy local steps, and then each of "
@@ -273,18 +315,19 @@ def _state(proj: Projection, rec: Any, name: str) -> list[str]:
     chunk = rec.chunk_size
     chunks = math.ceil(proj.volume / chunk)
     plan = rec.projection
-    per_item = 60.0 * plan.workers / plan.items_per_min if plan.items_per_min else 0.0
+    per_item = plan.workers * plan.seconds / plan.volume  # a worker's wall time per item
     commits = chunks * _COMMIT_S
     share = pct(commits / plan.seconds) if plan.seconds > 0 else pct(0)
     return ["## 3. State and resume", "",
             f"- store: one DuckDB file; table `{name}` holds every item with its status "
             "(pending, running, done, failed), attempts, current step, error and cost; "
             f"`{name}__results` the outputs; `{name}__attempts` one row per attempt",
-            f"- checkpoint: after every chunk, in one transaction: {chunks:,} checkpoints of "
-            f"about 3 ms, {seconds_text(commits)} in all ({share} of the run)",
+            f"- checkpoint: after every chunk, in one transaction: "
+            f"{plural(chunks, 'checkpoint')} of about 3 ms, {seconds_text(commits)} in all "
+            f"({share} of the run)",
             f"- a crash loses at most the chunks in flight: {plan.workers} x {chunk} items, "
-            f"about {seconds_text(chunk * per_item)} of work per worker; steps an item already "
-            "finished are checkpointed and not called again",
+            f"about {seconds_text(chunk * per_item)} of each worker's time; steps an item "
+            "already finished are checkpointed and not called again",
             "- resume: run the same `batch.run(...)` again; pending and interrupted items run, "
             "done items are skipped, `only=\"failed\"` re-runs the dead letters", ""]
 
@@ -392,14 +435,18 @@ def _projections(proj: Projection, rec: Any, volumes: Sequence[int]) -> list[str
     if proj.deadline is not None:
         out.append(f"- where the limits bind: {proj.binding_volume()}")
     out += ["", "Scaling (deadline and budget as above; workers needed: the smallest count "
-            "meeting the deadline, up to where a limit binds):", "", _md_table(header, rows), ""]
+            "meeting the deadline, or past which more would barely help):", "",
+            _md_table(header, rows), ""]
     if rec.actions:
         out += ["What would meet the requirements:", ""] + [f"- {a}" for a in rec.actions]
         out.append("")
-    out += ["Model: throughput is the smallest of workers ÷ work per item, each rate limit ÷ "
-            "calls per item and each concurrency cap ÷ (calls x latency) per item; time = "
-            "volume ÷ throughput; cost = volume x each step's cost x (1 - cache hits) x "
-            "(1 + retries); checkpoint commits and pipeline fill are left out (under 1%).", ""]
+    out += ["Model: each step takes the longest of its calls' time over the concurrency "
+            "available (workers x calls in flight each), its calls ÷ its rate limit, and "
+            "its calls' time ÷ its concurrency cap; the steps' times add up, since workers "
+            "run each chunk step by step and move through the steps together; with a chunk "
+            "size, chunk rounds and async waves count too. Cost = volume x each step's cost "
+            "x (1 - cache hits) x (1 + retries); checkpoint commits are left out (under "
+            "1%).", ""]
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -107,18 +106,20 @@ def test_parse_duration_rejects_the_rest(bad):
 # -- the model's arithmetic ---------------------------------------------------------------
 
 def test_worker_bound_time_and_cost():
-    """Workers bind: time = volume x work per item / workers; cost = volume x cost per item."""
+    """Workers bind each step: its calls' time over the workers; the steps' times add up."""
     proj = project([StepProfile("a", calls=2, latency=0.5, cost=0.01),
                     StepProfile("b", calls=1, latency=2.0, cost=0.02)], volume=120, workers=3)
-    # work per item 2 x 0.5 + 1 x 2.0 = 3 s; 3 workers -> 1 item/s
+    # a: 2 x 0.5 s ÷ 3 workers = 1/3 s per item; b: 2 s ÷ 3 = 2/3 s; 1 s per item in all
     assert proj.work_per_item == 3.0
     assert proj.items_per_min == pytest.approx(60.0)
     assert proj.seconds == pytest.approx(120.0)
     assert proj.cost == pytest.approx(3.6) and proj.cost_per_item == pytest.approx(0.03)
     assert proj.calls == pytest.approx(360.0)
-    assert proj.bottleneck.kind == "workers" and proj.bottleneck.step == "workers"
-    assert proj.bottleneck.why == "3 workers ÷ 3 s of work per item = 60 items/min"
-    assert not any(proj.table["bottleneck"].to_list())
+    assert proj.bottleneck.kind == "workers" and proj.bottleneck.step == "b"
+    assert proj.bottleneck.why == "b: 3 workers ÷ 2 s of calls per item = 90 items/min"
+    assert proj.bottleneck.share == pytest.approx(2 / 3)
+    assert proj.table["limited_by"].to_list() == ["workers", "workers"]
+    assert proj.table["bottleneck"].to_list() == [False, True]
 
 
 def test_rate_bound_names_the_step_and_its_number():
@@ -134,6 +135,17 @@ def test_rate_bound_names_the_step_and_its_number():
     assert row["rate_limit"] == "30/min" and row["bottleneck"] is True
 
 
+def test_rate_limited_steps_take_their_turns():
+    """Workers run a chunk step by step, so two rate-limited steps add up, not overlap."""
+    steps = [StepProfile("search", latency=0.5, rate_limit="100/min"),
+             StepProfile("contacts", latency=0.5, rate_limit="50/min")]
+    proj = project(steps, volume=500, workers=20)
+    # 0.6 s per item at 100/min, then 1.2 s at 50/min: 1.8 s an item, 900 s for 500
+    assert proj.seconds == pytest.approx(900.0)
+    assert proj.bottleneck.step == "contacts" and proj.bottleneck.share == pytest.approx(2 / 3)
+    assert proj.table["seconds_per_item"].to_list() == [pytest.approx(0.6), pytest.approx(1.2)]
+
+
 def test_concurrency_bound_uses_littles_law():
     """A concurrency cap binds at cap ÷ (calls x latency) per item."""
     proj = project([StepProfile("c", calls=2, latency=1.5, concurrency=2)], volume=80,
@@ -145,11 +157,59 @@ def test_concurrency_bound_uses_littles_law():
     assert proj.table["concurrency_items_per_min"].to_list() == [pytest.approx(40.0)]
 
 
-def test_concurrency_at_least_the_workers_never_binds():
-    """Workers run items one at a time, so a cap of W or more leaves the workers binding."""
-    proj = project([StepProfile("c", calls=2, latency=1.5, concurrency=4),
-                    StepProfile("d", latency=1.0)], volume=10, workers=4)
-    assert proj.bottleneck.kind == "workers"
+def test_concurrency_at_least_the_workers_never_slows_the_plan():
+    """Workers run items one at a time, so a cap of W or more leaves the time as it is."""
+    free = [StepProfile("c", calls=2, latency=1.5), StepProfile("d", latency=1.0)]
+    capped = [replace(free[0], concurrency=4), free[1]]
+    assert project(capped, volume=10, workers=4).seconds == \
+        project(free, volume=10, workers=4).seconds == pytest.approx(10 * (3 + 1) / 4)
+    assert project(capped, volume=10, workers=5).seconds > project(free, volume=10,
+                                                                   workers=5).seconds
+
+
+def test_async_steps_keep_calls_in_flight_per_worker():
+    """per_worker calls in flight multiply the concurrency the workers bring."""
+    ask = StepProfile("ask", latency=2.0, per_worker=10)
+    proj = project([ask], volume=100, workers=5)
+    assert proj.seconds == pytest.approx(4.0)  # 100 x 2 s ÷ (5 workers x 10)
+    assert proj.bottleneck.why == ("ask: 5 workers × 10 in flight ÷ 2 s of calls per item "
+                                   "= 1,500 items/min")
+    assert proj.work_per_item == pytest.approx(0.2)
+
+
+def test_chunk_rounds_leave_workers_idle_at_the_end():
+    """With a chunk size, chunks go out in rounds: the last round's idle workers count."""
+    proj = project([StepProfile("a", latency=1.0)], volume=10, workers=2, chunk_size=3)
+    # 4 chunks (3, 3, 3, 1) in 2 rounds of 3 s each; the steady state would say 5 s
+    assert proj.seconds == pytest.approx(6.0)
+    assert proj.at(chunk_size=None).seconds == pytest.approx(5.0)
+    assert project([StepProfile("a", latency=1.0)], volume=10, workers=4,
+                   chunk_size=5).seconds == pytest.approx(5.0)  # only 2 chunks: 2 workers
+
+
+def test_async_chunk_runs_in_waves_its_last_as_slow_as_the_slowest_call():
+    """An async step runs a chunk's calls per_worker at a time; the last wave waits for the
+    slowest, the k/(k+1) quantile between p50 and p95."""
+    ask = StepProfile("ask", latency=2.0, latency_p95=4.0, per_worker=10)
+    # 25 calls: 1.5 waves at p50 (2 s) and one at 2 + 2 x (10/11 - 0.5) / 0.45 s
+    slowest = 2.0 + 2.0 * (10 / 11 - 0.5) / 0.45
+    assert project([ask], volume=25, workers=1, chunk_size=25).seconds == \
+        pytest.approx(1.5 * 2.0 + slowest)
+    # 4 calls fit one wave: as slow as the slowest of 4
+    assert project([ask], volume=4, workers=1, chunk_size=4).seconds == \
+        pytest.approx(2.0 + 2.0 * (4 / 5 - 0.5) / 0.45)
+
+
+def test_chunk_rounds_share_the_rate_limit_between_the_workers():
+    """A round's rate-limited phase takes all its workers' calls at the limit's pace."""
+    s = StepProfile("s", latency=0.5, rate_limit="60/min")
+    # 5 chunks of 2 in one round: 10 calls at 1/s, while each worker needs only 1 s
+    assert project([s], volume=10, workers=5, chunk_size=2).seconds == pytest.approx(10.0)
+    # 3 rounds of 2 chunks of 2, the last with 2 items: 4 + 4 + 2 s
+    assert project([s], volume=10, workers=2, chunk_size=2).seconds == pytest.approx(10.0)
+    slow = replace(s, latency=3.0)  # now a worker's 2 calls (6 s) outlast the round's 4 s
+    assert project([slow], volume=10, workers=2, chunk_size=2).seconds == pytest.approx(
+        6.0 + 6.0 + 6.0)
 
 
 def test_batched_step_divides_calls_by_batch_size_within_chunks():
@@ -160,12 +220,12 @@ def test_batched_step_divides_calls_by_batch_size_within_chunks():
     assert full.items_per_min == pytest.approx(1 / 0.03)
     assert full.calls == pytest.approx(9.0)  # 900 addresses in 9 requests
     chunked = project([verify], volume=300, workers=1, chunk_size=50)
-    # a chunk of 50 items has 150 addresses: 2 requests, 0.04 per item
+    # a chunk of 50 items has 150 addresses: 2 requests, 0.04 per item, 2 min a chunk
     assert chunked.table["effective_calls"][0] == pytest.approx(0.04)
-    assert chunked.items_per_min == pytest.approx(25.0)
+    assert chunked.seconds == pytest.approx(6 * 120)
     assert chunked.bottleneck.why == "verify: 1 calls/min ÷ 0.04 calls/item = 25 items/min"
-    assert project([verify], volume=300, workers=1, chunk_size=100).items_per_min \
-        == pytest.approx(1 / 0.03)
+    assert project([verify], volume=300, workers=1, chunk_size=100).calls \
+        == pytest.approx(9.0)
 
 
 def test_cache_hits_and_retries_scale_calls_cost_and_tokens():
@@ -210,13 +270,24 @@ def test_deadline_and_budget_verdicts():
     assert tight.meets_deadline is False and tight.meets_budget is False
 
 
-def test_at_is_a_what_if_on_volume_and_workers():
-    """at() projects the same steps at another volume or worker count."""
+def test_at_is_a_what_if_on_volume_workers_and_chunk_size():
+    """at() projects the same steps at another volume, worker count or chunk size."""
     proj = project([StepProfile("a", latency=2.0, cost=0.1)], volume=30, workers=1)
     assert proj.at(workers=3).seconds == pytest.approx(20.0)
     assert proj.at(volume=60).cost == pytest.approx(6.0)
+    assert proj.at(workers=4, chunk_size=10).seconds == pytest.approx(20.0)  # 3 chunks
+    assert proj.at(workers=4, chunk_size=10).at(volume=40).chunk_size == 10
     with pytest.raises(ConfigError, match="workers"):
         proj.at(workers=0)
+    with pytest.raises(ConfigError, match="chunk_size"):
+        proj.at(chunk_size=0)
+    timed = proj.at(deadline="1min", budget=2)
+    assert (timed.deadline, timed.meets_deadline, timed.meets_budget) == (60.0, True, False)
+    assert timed.at(volume=10).budget == 2 and timed.at(deadline=None).deadline is None
+    with pytest.raises(ConfigError, match="deadline"):
+        proj.at(deadline="soon")
+    with pytest.raises(ConfigError, match="budget"):
+        proj.at(budget=-1)
 
 
 def test_steps_without_time_have_no_bottleneck():
@@ -229,14 +300,17 @@ def test_steps_without_time_have_no_bottleneck():
 # -- bottlenecks and where the limits bind ------------------------------------------------
 
 def test_bottleneck_moves_from_workers_to_the_rate_limit_as_workers_grow():
-    """With few workers the workers bind; past the saturation count the rate limit does."""
+    """With few workers the unlimited step binds; with more, the rate-limited one."""
     steps = [StepProfile("extract", latency=24.0),
              StepProfile("contacts", calls=2, latency=3.0, rate_limit="50/min")]
     proj = project(steps, volume=500, workers=5)
-    assert proj.saturation_workers == 13  # 25 items/min x 30 s per item = 12.5 workers
-    assert proj.at(workers=12).bottleneck.kind == "workers"
-    assert proj.at(workers=13).bottleneck.step == "contacts"
-    assert proj.at(workers=40).items_per_min == pytest.approx(25.0)
+    # extract: 24 s ÷ W; contacts: 2.4 s per item at 50/min once W >= 6 s ÷ 2.4 s = 2.5
+    assert proj.saturation_workers == 3
+    assert proj.bottleneck.step == "extract" and proj.bottleneck.kind == "workers"
+    assert proj.at(workers=9).bottleneck.step == "extract"
+    assert proj.at(workers=11).bottleneck.step == "contacts"
+    assert proj.at(workers=11).bottleneck.kind == "rate_limit"
+    assert proj.at(workers=40).seconds == pytest.approx(500 * (0.6 + 2.4))
 
 
 def test_binding_volume_says_where_limits_not_workers_decide():
@@ -244,7 +318,8 @@ def test_binding_volume_says_where_limits_not_workers_decide():
     steps = [StepProfile("extract", latency=24.0),
              StepProfile("contacts", calls=2, latency=3.0, rate_limit="50/min")]
     b = project(steps, volume=500, workers=5, deadline="8h").binding_volume()
-    assert (b.volume, b.step, b.workers, b.volume_at_workers) == (12000, "contacts", 13, 4800)
+    # 2.4 s per item at the limit whatever the workers; 5 workers: 4.8 + 2.4 = 7.2 s
+    assert (b.volume, b.step, b.workers, b.volume_at_workers) == (12000, "contacts", 3, 4000)
     assert "12,000" in str(b) and "contacts" in str(b)
     free = project([StepProfile("a", latency=6.0)], volume=10, workers=2)
     unlimited = free.binding_volume("1h")
@@ -254,32 +329,40 @@ def test_binding_volume_says_where_limits_not_workers_decide():
 
 
 def test_seed_scenario_which_limit_binds_and_from_what_volume():
-    """The scenario's hand numbers: workers bind at 5; contact search binds from 13 workers."""
+    """The scenario's hand numbers: AI extraction binds 5 workers; from ~5,000 a day the
+    contact search's 50/min does, and no worker count fits 8 h past 6,857 items."""
     proj = seed_projection()
-    # work per item: 6 + 16 + 6 + 0.2 (2 verification requests per chunk of 50) + 2 = 30.2 s
-    assert proj.work_per_item == pytest.approx(30.2)
-    assert proj.bottleneck.kind == "workers"
-    assert proj.items_per_min == pytest.approx(5 * 60 / 30.2)
-    assert proj.seconds == pytest.approx(500 * 30.2 / 5)  # 50.3 min
+    # a round of 5 chunks of 50 (250 items): web search 750 calls at 100/min = 450 s;
+    # AI 50 x 2 x 8 s = 800 s per worker; contacts 500 calls at 50/min = 600 s;
+    # verification 2 requests x 5 s = 10 s; compile 50 x 2 s = 100 s: 1,960 s a round;
+    # two rounds: 3,920 s
+    assert proj.seconds == pytest.approx(3920.0)
+    assert proj.bottleneck.step == "AI extraction" and proj.bottleneck.kind == "workers"
+    assert proj.bottleneck.share == pytest.approx(1600 / 3920)
     assert proj.cost == pytest.approx(70.0)  # $0.14 an item
-    limits = {b.step: b.items_per_min for b in proj._bounds if b.kind == "rate_limit"}
-    assert limits == {"web search": pytest.approx(100 / 3), "contact search": pytest.approx(25)}
+    rates = proj.table.filter(pl.col("rate_limit").is_not_null())
+    assert rates["step"].to_list() == ["web search", "contact search"]
+    assert rates["rate_items_per_min"].to_list() == [pytest.approx(100 / 3), pytest.approx(25)]
+    assert rates["limited_by"].to_list() == ["rate_limit", "rate_limit"]
     binding = proj.binding_volume()
-    assert binding.step == "contact search" and binding.workers == 13
-    assert binding.volume == 12000  # 25 items/min x 480 min: beyond it no worker count helps
-    # the scenario's "at about 5,000 a day": 5 workers miss 8 h from 4,768 items on
-    assert binding.volume_at_workers == 4768
+    # with enough workers: 1.8 s + 2.4 s of every item at the limits, 28,800 s ÷ 4.2 s
+    assert binding.step == "contact search" and binding.workers == 4
+    assert binding.volume == 6857
+    assert binding.volume_at_workers == 3673  # 28,800 s ÷ 7.84 s per item
     table = proj.scaling([500, 1_000, 2_500, 5_000])
     print(table)
+    assert table["seconds"].to_list() == [3920.0, 7840.0, 19600.0, 39200.0]
     assert table["meets_deadline"].to_list() == [True, True, True, False]
     assert table["meets_budget"].to_list() == [True, False, False, False]
     auto = proj.scaling([500, 1_000, 2_500, 5_000, 15_000], workers="auto")
     print(auto)
-    assert auto["bottleneck"][-1] == "contact search"
+    # the scenario's "at about 5,000 a day the rate limits become the bottleneck"
+    assert auto["bottleneck"].to_list() == ["AI extraction"] * 3 + ["contact search"] * 2
+    assert auto["limited_by"].to_list()[3:] == ["rate_limit", "rate_limit"]
     assert auto["meets_deadline"].to_list() == [True, True, True, True, False]
     rec = proj.at(volume=15_000).recommend()
-    # 15,000 items in 480 min need 31.25 items/min: 62.5 contact searches a minute
-    assert "needs a higher tier on contact search: 50/min → 63/min" in rec.actions
+    assert any(a.startswith("needs a higher tier on contact search: 50/min → ")
+               for a in rec.actions)
 
 
 def test_seed_with_five_search_calls_makes_web_search_bind():
@@ -298,8 +381,8 @@ def test_scaling_table_columns_and_values():
                    deadline="1min", budget=10)
     table = proj.scaling([60, 120, 240])
     assert table.columns == ["volume", "workers", "seconds", "seconds_p95", "cost",
-                             "cost_per_item", "items_per_min", "bottleneck", "meets_deadline",
-                             "meets_budget"]
+                             "cost_per_item", "items_per_min", "bottleneck", "limited_by",
+                             "meets_deadline", "meets_budget"]
     assert table["seconds"].to_list() == [30.0, 60.0, 120.0]
     assert table["cost"].to_list() == [pytest.approx(6.0), pytest.approx(12.0),
                                        pytest.approx(24.0)]
@@ -330,25 +413,29 @@ def test_recommend_takes_the_smallest_worker_count_meeting_the_deadline():
 
 
 def test_recommend_unmeetable_deadline_names_the_tier_that_would_meet_it():
-    """Rate-bound past the deadline: stop at saturation, say by how much and which tier."""
+    """Rate-bound past the deadline: say by how much, and the tier (and workers) that would."""
     proj = project([StepProfile("contacts", calls=2, latency=1.0, rate_limit="50/min")],
                    volume=600, workers=1, deadline="10min")
     rec = proj.recommend()
-    assert rec.workers == 1  # 25 items/min x 2 s = 0.83 workers: one already saturates
-    assert rec.meets_deadline is False and rec.seconds == pytest.approx(24 * 60)
+    # 2.4 s per item at 50/min whatever the workers; one worker (2 s of calls) already
+    # waits on the limit
+    assert rec.workers == 1 and rec.chunk_size == 1
+    assert rec.meets_deadline is False and rec.seconds == pytest.approx(1440.0)
     assert rec.actions[0] == "misses the 10 min deadline by 14 min (140%): projected 24 min"
-    assert rec.actions[1] == "needs a higher tier on contacts: 50/min → 120/min"
+    # 600 items in 600 s: 1 s per item, so 2 calls a second (120/min) and 2 workers
+    assert rec.actions[1] == "needs a higher tier on contacts: 50/min → 120/min, with 2 workers"
     assert rec.actions[-1] == "or allow 24 min, or run at most 250 items by the deadline"
-    assert "the count from which the binding limit sets the pace" in rec.reasons[0]
+    assert "no count up to 64 meets 10 min" in rec.reasons[0]
 
 
 def test_recommend_unmeetable_concurrency_cap_says_what_cap_would_do():
-    """A binding concurrency cap past the deadline: the cap needed is named."""
+    """A binding concurrency cap past the deadline: the cap and workers needed are named."""
     proj = project([StepProfile("c", calls=1, latency=6.0, concurrency=2)], volume=100,
                    workers=1, deadline="1min")
     rec = proj.recommend()
-    assert rec.workers == 2 and rec.meets_deadline is False
-    assert "needs concurrency on c: 2 → 10" in rec.actions  # 100 items/min x 6 s
+    assert rec.workers == 2 and rec.meets_deadline is False  # 2 fill the cap
+    # 100 items a minute x 6 s = 10 calls in flight: a cap of 10 and 10 workers
+    assert "needs concurrency on c: 2 → 10, with 10 workers" in rec.actions
 
 
 def test_recommend_over_budget_says_by_how_much_and_what_fits():
@@ -382,18 +469,21 @@ def test_recommend_chunk_size_limits_work_lost_to_a_crash():
     rec = proj.recommend(max_workers=4)
     # 300 s ÷ 30.005 s per item (30 s plus a hundredth of a 0.5 s request)
     assert rec.chunk_size == 9
-    assert "at most 5 min of work per chunk" in rec.reasons[2]
+    assert "at most 5 min of a worker's time per chunk" in rec.reasons[2]
     assert "go 9 of 100 full" in rec.reasons[2]
 
 
 def test_recommend_chunk_size_amortises_checkpoints_and_evens_the_finish():
-    """Fast items: at least 1 s of work per chunk; small volumes: 8 chunks per worker."""
+    """Fast items: at least 1 s of work per chunk, unless a worker would get no chunk."""
     fast = project([StepProfile("a", latency=0.01)], volume=100_000, workers=2)
     assert fast.recommend(max_workers=2).chunk_size == 100
     small = project([StepProfile("a", latency=0.01)], volume=400, workers=5)
     rec = small.recommend(max_workers=5)
-    assert rec.chunk_size == 10  # 400 ÷ (8 x 5)
-    assert "at least 8 chunks" in rec.reasons[2]
+    assert rec.chunk_size == 80  # 100 (1 s) would leave a worker idle: 1 s against 0.8 s
+    assert rec.seconds == pytest.approx(0.8)
+    uneven = project([StepProfile("a", latency=0.1)], volume=100, workers=4)
+    # at least 1 s (10 items) a chunk: 10 chunks of 10 take 3 rounds (3 s), 4 of 25 one (2.5 s)
+    assert uneven.recommend(max_workers=4).chunk_size == 25
 
 
 def test_recommended_concurrency_follows_littles_law_and_keeps_caps():
@@ -419,6 +509,7 @@ def plans(draw):
         f"s{i}", calls=draw(st.sampled_from([0, 0.5, 1, 2, 5])),
         latency=draw(st.floats(0.01, 5.0)), rate_limit=draw(rates),
         concurrency=draw(st.one_of(st.none(), st.integers(1, 8))),
+        per_worker=draw(st.sampled_from([1, 1, 4])),
         batch_size=draw(st.one_of(st.none(), st.integers(2, 100))),
         cache_hit_rate=draw(st.sampled_from([0.0, 0.2])),
         retry_rate=draw(st.sampled_from([0.0, 0.1])),
@@ -430,25 +521,27 @@ def plans(draw):
 @settings(max_examples=60, deadline=None)
 @given(plans())
 def test_recommendations_respect_every_limit(proj):
-    """Recommended settings never exceed a rate limit, caps never slow the plan, and the
-    worker count is the smallest meeting the deadline or as many as can help."""
+    """No step is projected faster than its rate limit or cap allows, the recommended caps
+    never slow the plan, and the worker count is the smallest meeting the deadline."""
     rec = proj.recommend(max_workers=32)
     plan = rec.projection
-    per_s = plan.items_per_min / 60.0
-    for f in plan._figs:
-        rate = f.profile.rate
-        if rate is not None and math.isfinite(per_s):
-            assert f.requests * per_s <= rate.per_second * (1 + 1e-9)
+    for t in plan._terms:
+        f, rate, cap = t.fig, t.fig.profile.rate, t.fig.profile.concurrency
+        if rate is not None:  # the step's calls at most at the limit's pace
+            assert t.seconds >= plan.volume * f.requests / rate.per_second * (1 - 1e-9)
+        if cap is not None:
+            assert t.seconds >= plan.volume * f.busy / cap * (1 - 1e-9)
     capped = [replace(p, concurrency=rec.concurrency[p.name]) for p in plan.steps]
     again = Projection(capped, volume=plan.volume, workers=plan.workers,
                        deadline=plan.deadline, chunk_size=plan.chunk_size)
-    assert again.items_per_min == pytest.approx(plan.items_per_min)
-    if plan.meets_deadline and rec.workers > 1:
-        assert not plan.at(workers=rec.workers - 1).meets_deadline
+    assert again.seconds == pytest.approx(plan.seconds)
+    if plan.meets_deadline and rec.workers > 1:  # fewer miss even in the steady state,
+        fewer = plan.at(workers=rec.workers - 1, chunk_size=None)  # or their chunks do
+        assert not fewer.meets_deadline or "rather than" in rec.reasons[0]
     if plan.meets_deadline is False:
-        more = plan.at(workers=min(64, 2 * rec.workers))
-        assert not more.meets_deadline or rec.workers >= min(32, plan.volume)
         assert rec.actions and rec.actions[0].startswith("misses the")
+        assert not plan.at(workers=min(32, plan.volume), chunk_size=None).meets_deadline or \
+            proj.at(workers=rec.workers, chunk_size=None).meets_deadline
 
 
 # -- calibration --------------------------------------------------------------------------
@@ -586,9 +679,13 @@ def test_report_of_a_missed_plan_says_what_would_meet_it():
     """A plan past its deadline and budget lists the tier, workers and volume that would."""
     proj = seed_projection(volume=20_000)
     text = proj.report(retry=2, on_error="halt")
-    # 20,000 items in 8 h need 41.7 items/min: 125 searches and 83.3 contact searches a minute
-    assert "needs a higher tier on web search: 100/min → 125/min" in text
-    assert "needs a higher tier on contact search: 50/min → 84/min" in text
+    # no worker count meets 8 h; 36 are within 5% of 64 (chunks of 1: at most 5 min of a
+    # worker's time per chunk). A round of 36 items must take 36 x 1.44 s = 51.8 s: web
+    # search max(6 s, 64.8 s ÷ g) + AI 16 s + contacts max(6 s, 86.4 s ÷ g) + 5 s + 2 s,
+    # so both limits g = 5.24 x higher
+    assert "36 workers: no count up to 64 meets 8 h" in text
+    assert "needs a higher tier on web search: 100/min → 525/min" in text
+    assert "needs a higher tier on contact search: 50/min → 263/min" in text
     assert "over the $100.00 budget" in text
     assert "retried 2 times with exponential backoff (1, 2 s" in text
     assert "halt: the first final failure stops the batch" in text
@@ -631,7 +728,7 @@ def test_terminal_and_notebook_views_show_the_figures():
     """__str__, _repr_markdown_ and _repr_html_ show time, cost, bottleneck and the steps."""
     proj = seed_projection()
     text = str(proj)
-    assert "50.3 min" in text and "$70.00" in text and "contact search" in text
+    assert "65.3 min" in text and "$70.00" in text and "contact search" in text
     assert "deadline 8 h: met" in text
     md = proj._repr_markdown_()
     assert "| step |" in md and "**bottleneck**" in md

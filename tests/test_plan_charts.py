@@ -39,15 +39,16 @@ def test_deadline_budget_and_plan_lines_carry_the_projection_figures():
     """Deadline and budget are horizontal lines at their values; 'this plan' marks the plan."""
     proj = project(STEPS, volume=500, workers=5, deadline="8h", budget=100)
     t_vol, t_wk, c_vol, c_wk = plot_cost_time(proj).axes
-    assert set(lines(t_vol)) == {"time (p50)", "time (p95)", "this plan", "deadline"}
-    assert set(lines(t_wk)) == {"time (p50)", "time (p95)", "this plan", "deadline",
+    assert set(lines(t_vol)) == {"time", "time (p95)", "this plan", "deadline"}
+    assert set(lines(t_wk)) == {"time", "time (p95)", "this plan", "deadline",
                                 "limit binds"}
     assert set(lines(c_vol)) == set(lines(c_wk)) == {"cost", "this plan", "budget"}
     assert list(lines(t_vol)["deadline"].get_ydata()) == [8.0, 8.0]
     assert list(lines(c_vol)["budget"].get_ydata()) == [100.0, 100.0]
     assert list(lines(t_vol)["this plan"].get_ydata()) == [pytest.approx(proj.seconds / 3600)]
     assert list(lines(c_wk)["this plan"].get_ydata()) == [pytest.approx(proj.cost)]
-    assert list(lines(t_wk)["limit binds"].get_xdata()) == [13, 13]  # saturation_workers
+    # from 3 workers the contact search waits on its 50/min (6 s of calls ÷ 2.4 s)
+    assert list(lines(t_wk)["limit binds"].get_xdata()) == [3, 3]  # saturation_workers
 
 
 def test_curves_follow_the_projection_at_each_point():
@@ -55,15 +56,15 @@ def test_curves_follow_the_projection_at_each_point():
     proj = project(STEPS, volume=500, workers=5, deadline="8h")
     t_vol, t_wk, c_vol, _ = plot_cost_time(proj, volumes=[100, 1000, 4000],
                                            workers=[1, 5, 20]).axes
-    time = lines(t_vol)["time (p50)"]
+    time = lines(t_vol)["time"]
     assert list(time.get_xdata()) == [100, 1000, 4000]
     assert list(time.get_ydata()) == [pytest.approx(proj.at(volume=v).seconds / 3600)
                                       for v in (100, 1000, 4000)]
-    by_workers = lines(t_wk)["time (p50)"]
+    by_workers = lines(t_wk)["time"]
     assert list(by_workers.get_ydata()) == [pytest.approx(proj.at(workers=w).seconds / 3600)
                                             for w in (1, 5, 20)]
-    # past 13 workers the rate limit sets the pace: 20 workers are no faster than 13
-    assert by_workers.get_ydata()[-1] == pytest.approx(500 / 25 / 60)
+    # 20 workers: extract 24 s ÷ 20 plus contacts at 50/min (2.4 s), one after the other
+    assert by_workers.get_ydata()[-1] == pytest.approx(500 * (24 / 20 + 2.4) / 3600)
     assert list(lines(c_vol)["cost"].get_ydata()) == [pytest.approx(0.12 * v)
                                                       for v in (100, 1000, 4000)]
 
@@ -81,10 +82,10 @@ def test_default_ranges_include_the_plan():
     """By default volumes span a quarter to ten times the plan; workers reach past saturation."""
     proj = project(STEPS, volume=500, workers=5)
     t_vol, t_wk, _, _ = plot_cost_time(proj).axes
-    volumes = list(lines(t_vol)["time (p50)"].get_xdata())
+    volumes = list(lines(t_vol)["time"].get_xdata())
     assert volumes[0] == 125 and volumes[-1] == 5000 and 500 in volumes
-    workers = list(lines(t_wk)["time (p50)"].get_xdata())
-    assert workers[0] == 1 and workers[-1] == 15 and 5 in workers  # saturation 13 + 2
+    workers = list(lines(t_wk)["time"].get_xdata())
+    assert workers[0] == 1 and workers[-1] == 10 and 5 in workers  # twice the plan's 5
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -96,6 +97,18 @@ def test_bad_ranges_are_refused(kwargs, match):
     proj = project(STEPS, volume=500, workers=5)
     with pytest.raises(ConfigError, match=match):
         plot_cost_time(proj, **kwargs)
+
+
+def test_projection_plot_draws_the_same_figure():
+    """Projection.plot() is the public way to the what-if charts, with the same options."""
+    proj = project(STEPS, volume=500, workers=5, deadline="8h", budget=100)
+    fig = proj.plot(volumes=[100, 500], workers=[1, 5])
+    t_vol, t_wk, c_vol, _ = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == [ax.get_title() for ax in
+                                                   plot_cost_time(proj).axes]
+    assert list(lines(t_vol)["time"].get_xdata()) == [100, 500]
+    assert list(lines(t_wk)["time"].get_xdata()) == [1, 5]
+    assert list(lines(c_vol)["budget"].get_ydata()) == [100.0, 100.0]
 
 
 def test_needs_a_projection():

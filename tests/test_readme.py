@@ -78,3 +78,22 @@ def test_readme_steps_example_runs(in_copy: Path) -> None:
         assert batch.results()["cost_usd"].sum() == pytest.approx(0.60)
     finally:
         batch.close()
+
+
+def test_readme_planning_example_runs(in_copy: Path) -> None:
+    """The planning example runs: the hand projection gives the stated figures, the
+    measured plan comes from a 20-item sample whose rows are kept."""
+    code = next(b for b in _blocks("python") if "hand = bk.project(" in b)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    hand, plan = scope["hand"], scope["plan"]
+    assert hand.seconds == pytest.approx(3920.0)  # type: ignore[attr-defined]
+    assert hand.cost == pytest.approx(70.0)  # type: ignore[attr-defined]
+    assert hand.binding_volume().volume == 6857  # type: ignore[attr-defined]
+    assert plan.sample.items == 20  # type: ignore[attr-defined]
+    assert plan.volume == 500 and plan.seconds > 0  # type: ignore[attr-defined]
+    import batchkit as bk
+    from batchkit import demo
+
+    with bk.Batch(demo.BATCH, store="plan.duckdb") as batch:
+        assert batch.counts()["done"] + batch.counts()["failed"] == 20

@@ -49,16 +49,17 @@ def plot_cost_time(projection: Projection, *, volumes: Iterable[int] | None = No
     """Time and cost against volume (at the plan's workers) and against workers (at its volume).
 
     Four axes: time vs volume, time vs workers, cost vs volume, cost vs workers.
-    Time is drawn at p50 latencies (``time (p50)``) and with every call at p95
+    Time is drawn at p50 latencies (``time``) and with every call at p95
     (``time (p95)``, dashed); the deadline and the budget are horizontal lines
     (when the projection has them); ``this plan`` marks the projection itself;
-    ``limit binds`` marks the worker count from which a rate or concurrency
-    limit sets the pace (more workers only wait).
+    ``limit binds`` marks the worker count from which every rate-limited or
+    capped step runs at its limit (more workers only speed up the other steps).
 
     Args:
         projection: a ``Projection`` (``bk.project(...)``).
         volumes: volumes to draw (default: a quarter of the plan's volume up to ten times it).
-        workers: worker counts to draw (default: 1 up to past where a limit binds).
+        workers: worker counts to draw (default: 1 up to twice the plan's, and past
+            where the limits bind).
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -97,7 +98,7 @@ def plot_cost_time(projection: Projection, *, volumes: Iterable[int] | None = No
                  f"bottleneck {projection.bottleneck.why}", fontsize=10)
 
     def time_axes(ax: Any, xs: list[int], plans: list[Projection], x_now: int) -> None:
-        ax.plot(xs, [p.seconds / scale for p in plans], label="time (p50)", color="C0")
+        ax.plot(xs, [p.seconds / scale for p in plans], label="time", color="C0")
         ax.plot(xs, [p.seconds_p95 / scale for p in plans], label="time (p95)", color="C0",
                 linestyle="--")
         ax.plot([x_now], [projection.seconds / scale], label="this plan", color="C3",
