@@ -361,34 +361,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _plan_demo(args: argparse.Namespace) -> int:
     """``batchkit plan --demo``: sample the lead-enrichment demo, print its plan."""
     from . import demo
-    from ._policy import RetryPolicy
 
     if args.function or args.rate_limit:
         raise ConfigError("--function and --rate-limit are for STORE BATCH; --demo plans the "
                           "demo's own pipeline with its declared limits")
-    speed = demo._check_speed(demo.DEMO_SPEED if args.speed is None else args.speed)
-    sample = 20 if args.sample is None else args.sample
-    companies = pl.read_csv(demo._companies_file())
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ConfigError(f"--limit must be a whole number >= 1, got {args.limit!r}")
-        companies = companies.head(args.limit)
-    store = args.demo_store or ":memory:"
-    deadline = args.deadline if args.deadline is not None else demo._DEADLINE / speed
-    budget = args.budget if args.budget is not None else demo._BUDGET_USD
-    retry = RetryPolicy(retries=3, backoff=demo._BACKOFF / speed, max_backoff=300.0 / speed)
-    with demo.start_services(speed=speed) as svc, Batch(demo.BATCH, store=store) as batch:
-        pipe = demo.lead_pipeline(svc.url, speed=speed)
-        try:
-            batch.add(companies, key="company")
-            plan = batch.plan(pipe, sample=sample, volume=args.volume, deadline=deadline,
-                              budget=budget, workers=args.workers, retries=retry,
-                              chunk_size=args.chunk_size, progress=False)
-        finally:
-            pipe.close()
+    speed = demo.DEMO_SPEED if args.speed is None else args.speed
+    plan = demo.plan(sample=20 if args.sample is None else args.sample, volume=args.volume,
+                     workers=args.workers, speed=speed, limit=args.limit,
+                     store=args.demo_store or ":memory:", deadline=args.deadline,
+                     budget=args.budget, chunk_size=args.chunk_size)
     print(f"lead-enrichment demo at speed {speed:g}: times below are demo seconds (x {speed:g} "
-          f"for scenario time; the 8-hour deadline is {demo._DEADLINE / speed / 60:g} min "
-          "here); store " + (store if args.demo_store else "in memory (nothing kept)") + "\n")
+          f"for scenario time; the 8-hour deadline is {8 * 60 / speed:g} min here); store "
+          + (args.demo_store if args.demo_store else "in memory (nothing kept)") + "\n")
     print(plan.report(volumes=args.volumes))
     return EXIT_OK
 

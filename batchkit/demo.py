@@ -91,6 +91,7 @@ from ._batch import Batch
 from ._errors import ConfigError, Permanent, Transient
 from ._http import ClientFactory
 from ._pipeline import Pipeline, pipeline
+from ._plan import Projection
 from ._policy import RetryPolicy
 from ._ratelimit import RateLimit
 from ._report import RunReport
@@ -99,7 +100,7 @@ from ._steps import StepContext, step
 from ._worker import current_item
 
 __all__ = ["BATCH", "DEMO_SPEED", "add_arguments", "enrich", "is_unknown", "lead_pipeline",
-           "main", "run", "run_args", "start_services", "usable_domain"]
+           "main", "plan", "run", "run_args", "start_services", "usable_domain"]
 
 #: time compression of the scenario: 1 demo second = 15 scenario seconds (4 s = 1 minute)
 DEMO_SPEED: float = 15.0
@@ -431,6 +432,49 @@ def run(*, store: str = "data/demo.duckdb", out: str = "data/leads_enriched.parq
         _print_summary(batch, report, _delta(before, svc.stats()), speed=speed, store=store,
                        out=out, written=written, wall=wall)
     return report
+
+
+def plan(*, sample: int = 20, volume: int | None = None, workers: int | None = None,
+         speed: float = DEMO_SPEED, limit: int | None = None, store: str = ":memory:",
+         deadline: float | str | None = None, budget: float | None = None,
+         chunk_size: int | None = None) -> Projection:
+    """Plan the scenario from a measured sample: ``batch.plan`` on the demo's pipeline.
+
+    Starts the services (time divided by ``speed``), adds the first ``limit`` companies
+    (all 500 by default) to batch ``lead_enrichment`` in ``store`` (in memory unless
+    given: nothing is kept), runs ``sample`` of them through ``lead_pipeline`` with the
+    demo's retries, and projects ``volume`` items (default: the batch) against the
+    scenario's 8-hour deadline and $100 budget, both scaled like the demo's time, unless
+    ``deadline`` / ``budget`` are given. Times in the projection are demo seconds
+    (multiply by ``speed`` for scenario seconds). ``batchkit plan --demo`` prints its
+    ``report()``.
+
+    Example:
+        >>> p = plan(sample=5, limit=20, speed=1000, workers=2)
+        >>> p.sample.items, p.volume, p.workers
+        (5, 20, 2)
+    """
+    speed = _check_speed(speed)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ConfigError(f"limit must be a whole number >= 1 or None (all), got {limit!r}")
+    companies = pl.read_csv(_companies_file())
+    if limit is not None:
+        companies = companies.head(limit)
+    if store != ":memory:":
+        _ensure_parent(store)
+    retry = RetryPolicy(retries=3, backoff=_BACKOFF / speed, max_backoff=300.0 / speed)
+    with start_services(speed=speed) as svc, Batch(BATCH, store=store) as batch:
+        pipe = lead_pipeline(svc.url, speed=speed)
+        try:
+            batch.add(companies, key="company")
+            return batch.plan(pipe, sample=sample, volume=volume,
+                              deadline=_DEADLINE / speed if deadline is None else deadline,
+                              budget=_BUDGET_USD if budget is None else budget,
+                              workers=workers, retries=retry, chunk_size=chunk_size,
+                              progress=False)
+        finally:
+            pipe.close()
 
 
 # -- command line ------------------------------------------------------------------------
